@@ -1,0 +1,52 @@
+"""The ``segment1b`` command line.
+
+Each command lives in its own module with ``register(subparsers)`` adding its parser and setting
+``func``; this file only wires them and turns contract failures into a clear message and exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from segment1b.errors import Segment1BError
+
+# Exit codes: 0 ok, 2 usage (argparse), 3 contract failure, 1 anything else (a bug: please report).
+EXIT_CONTRACT_FAILURE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segment1b", description="Place every merchant outlet on the planet "
+                                     "(Segment 1B), as Dask jobs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+# jobs modules that define a command, in the order ``segment1b --help`` lists them
+COMMANDS = [
+]
+
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(f"jobs.{name}") for name in COMMANDS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Segment1BError as exc:
+        print(f"\nFAILED {exc}", file=sys.stderr)
+        return EXIT_CONTRACT_FAILURE
+    except KeyboardInterrupt:
+        print("\ninterrupted; published partitions are intact, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

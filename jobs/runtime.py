@@ -1,0 +1,177 @@
+"""Running one state on a Dask client: readable task keys, largest-first submission, progress, reports.
+
+Every state job follows the same recipe:
+
+1. plan work units on the client (pure functions in ``jobs.units`` / the state module);
+2. submit one task per unit with :func:`task_key` names (``s6-jitter-US-003-1a2b3c4d``) so the
+   dashboard groups them per state and country, and ``priority`` = cost so the long tail starts first;
+3. tasks write their part files into the dataset's staging folder and return small metric dicts;
+4. :func:`gather` shows progress, stops at the first contract failure (cancelling the rest) and
+   re-raises it with its code;
+5. :func:`publish` renames the staging folder into place (write-once) and the job writes its run report
+   with :func:`write_run_report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from segment1b.contracts import path_for, report_path
+from segment1b.errors import Segment1BError
+from segment1b.identity import build_commit, utc_now
+from segment1b.storage import Storage, canonical_json
+
+__all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "timed",
+           "country_timings"]
+
+
+def token_of(*parts: Any) -> str:
+    """Short deterministic token for task keys (8 hex chars; ignored by the dashboard's key grouping)."""
+    return hashlib.sha256(canonical_json([str(p) for p in parts])).hexdigest()[:8]
+
+
+def task_key(state: str, action: str, country: str | None = None, index: int | None = None,
+             token: str = "") -> str:
+    """``<state>-<action>[-<ISO>][-<NNN>][-<token>]``, e.g. ``s6-jitter-US-003-1a2b3c4d``.
+
+    The dashboard groups keys by their leading words (``s6-jitter-US``), so each state and country gets
+    its own progress bar and the slow countries stand out.
+    """
+    words = [state, action]
+    if country:
+        words.append(country)
+    if index is not None:
+        words.append(f"{index:03d}")
+    if token:
+        words.append(token)
+    return "-".join(words)
+
+
+def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
+    """Wrap a task so its result dict carries its own wall and CPU seconds (``_wall_s``, ``_cpu_s``)."""
+
+    def run(*args, **kwargs):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        result = fn(*args, **kwargs)
+        result = dict(result)
+        result["_wall_s"] = time.perf_counter() - t0
+        result["_cpu_s"] = time.thread_time() - c0
+        return result
+
+    run.__name__ = getattr(fn, "__name__", "task")
+    run.__qualname__ = getattr(fn, "__qualname__", run.__name__)
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def gather(client, futures: Mapping[str, Any], label: str, out=None, *, show: bool = True) -> dict[str, Any]:
+    """Wait for futures with a one-line progress display; return results by key.
+
+    The first task that fails cancels the rest and its exception is raised here (contract failures keep
+    their code and offending rows across the worker/client boundary).
+    """
+    from distributed import as_completed
+
+    out = out if out is not None else sys.stdout
+    total = len(futures)
+    results: dict[str, Any] = {}
+    if total == 0:
+        return results
+    t0 = time.perf_counter()
+    by_future = {f: k for k, f in futures.items()}
+    done = 0
+    tty = hasattr(out, "isatty") and out.isatty()
+    last_print = 0.0
+    try:
+        for fut in as_completed(list(futures.values())):
+            if fut.status == "error":
+                exc = fut.exception()
+                raise exc
+            results[by_future[fut]] = fut.result()
+            done += 1
+            now = time.perf_counter()
+            if show and (tty and now - last_print > 0.2 or done == total):
+                last_print = now
+                bar = "#" * int(30 * done / total)
+                end = "\n" if done == total else ""
+                print(f"\r  {label:<22} [{bar:<30}] {done}/{total} tasks {now - t0:6.1f}s", end=end, file=out,
+                      flush=True)
+    except BaseException:
+        client.cancel(list(futures.values()))
+        if show and tty:
+            print(file=out)
+        raise
+    return results
+
+
+def publish(storage: Storage, dataset_id: str, staging_rel: str, **tokens: Any) -> dict[str, str]:
+    """Publish a staged partition; return its determinism receipt ``{partition_path, sha256_hex}``."""
+    target = path_for(dataset_id, **tokens)
+    digest = storage.publish(staging_rel, target, dataset_id)
+    return {"partition_path": target, "sha256_hex": digest}
+
+
+def country_timings(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-country rows and seconds summed over units, slowest first (§11)."""
+    rows: dict[str, int] = defaultdict(int)
+    secs: dict[str, float] = defaultdict(float)
+    units: dict[str, int] = defaultdict(int)
+    for r in results:
+        c = r.get("country_iso")
+        if not c:
+            continue
+        rows[c] += int(r.get("rows", 0))
+        secs[c] += float(r.get("_wall_s", 0.0))
+        units[c] += 1
+    table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs[c], 4), "units": units[c]} for c in rows]
+    return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
+
+
+@dataclass
+class StateReport:
+    """What a state's run report holds (contract §11); ``extra`` carries state-specific counters."""
+
+    state: str
+    dataset: str
+    identity: dict[str, Any]
+    rows: int = 0
+    receipts: list[dict[str, str]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    task_cpu_seconds: float = 0.0
+    workers: int = 0
+    peak_worker_rss_bytes: dict[str, int] = field(default_factory=dict)
+    countries: list[dict[str, Any]] = field(default_factory=list)
+    started_utc: str = field(default_factory=utc_now)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state, "dataset": self.dataset, "identity": self.identity, "rows": self.rows,
+            "determinism_receipt": self.receipts, "wall_seconds": round(self.wall_seconds, 4),
+            "task_cpu_seconds": round(self.task_cpu_seconds, 4), "workers": self.workers,
+            "peak_worker_rss_bytes": self.peak_worker_rss_bytes,
+            "peak_worker_rss_max_bytes": max(self.peak_worker_rss_bytes.values(), default=0),
+            "countries": self.countries, "started_utc": self.started_utc, "finished_utc": utc_now(),
+            "build_commit": build_commit(), **self.extra,
+        }
+
+
+def write_run_report(storage: Storage, report: StateReport, **tokens: Any) -> str:
+    """Write ``sN_run_report.json`` next to (never inside) the state's dataset; return its path."""
+    rel = report_path(report.state, **tokens)
+    storage.write_json(rel, report.to_dict())
+    return rel
+
+
+def raise_first(errors: list[BaseException]) -> None:
+    """Raise the first contract failure of a list (others are summarised in its message by callers)."""
+    for e in errors:
+        if isinstance(e, Segment1BError):
+            raise e
+    if errors:
+        raise errors[0]

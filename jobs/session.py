@@ -1,0 +1,48 @@
+"""Common command-line options (data root, cluster) and the session they open: Storage + Client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from segment1b.storage import Storage
+
+__all__ = ["add_root_options", "add_cluster_options", "storage_from_args", "open_session"]
+
+
+def add_root_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", required=True, metavar="D",
+                   help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (default: a LocalCluster sized to this machine)")
+    g.add_argument("--scheduler", default=None, metavar="ADDR", help="address of an existing Dask scheduler "
+                   "(tcp://host:8786 or tls://...)")
+    g.add_argument("--scheduler-file", default=None, metavar="FILE", help="scheduler file of an existing cluster")
+    g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
+    g.add_argument("--threads-per-worker", type=int, default=None, help="LocalCluster threads per worker")
+    g.add_argument("--memory-limit", default=None, help="LocalCluster memory limit per worker (e.g. 4GiB)")
+
+
+def storage_from_args(args: argparse.Namespace) -> Storage:
+    opts = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
+    return Storage(args.data_root, opts)
+
+
+@contextmanager
+def open_session(args: argparse.Namespace, out=None) -> Iterator[tuple[Storage, object]]:
+    """Yield (storage, client) for a command; the client is closed (and a LocalCluster stopped) after."""
+    from cluster import ClusterOptions, open_client
+
+    out = out if out is not None else sys.stdout
+    options = ClusterOptions(scheduler=args.scheduler, scheduler_file=args.scheduler_file, n_workers=args.workers,
+                             threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit)
+    storage = storage_from_args(args)
+    with open_client(options, out=out) as client:
+        yield storage, client

@@ -1,0 +1,316 @@
+"""Data roots on fsspec filesystems: strict Parquet parts, atomic write-once publishing, digests (§1).
+
+A :class:`Storage` is a recipe (root URL + options), not an open resource: it pickles to Dask workers and
+reopens its filesystem there.  Publishing follows the contract: parts are written into a hidden sibling
+staging folder, the partition digest is taken, and the folder is renamed into place.  A target that
+already exists is left alone when its digest is the same and refused
+(``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL``) when it differs.
+
+On object stores (no atomic folder rename) the parts are copied into place and a sibling marker
+``.<leaf>.published`` is written last; :meth:`Storage.is_published` checks the marker there, so readers
+going through this module still never see a half-published partition.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from functools import cached_property
+from typing import Any, Iterable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .contracts import DatasetSpec
+from .errors import InputError, PublishError
+
+__all__ = ["Storage", "write_parquet_bytes", "check_schema", "part_name", "canonical_json"]
+
+PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION_LEVEL = 3
+ROW_GROUP_ROWS = 256 * 1024
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+def part_name(index: int, suffix: str = ".parquet") -> str:
+    """``part-NNNNN<suffix>``; name order is numeric order up to 99 999 parts."""
+    if not 0 <= index <= 99_999:
+        raise ValueError(f"part index {index} outside 0..99999")
+    return f"part-{index:05d}{suffix}"
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes that identity hashes are taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def check_schema(table: pa.Table, spec: DatasetSpec, where: str = "") -> pa.Table:
+    """Return ``table`` with the contract schema, or raise E304 naming the columns at fault.
+
+    Exactly the contract's columns, in order, with its Arrow types and no nulls.
+    """
+    expected = spec.schema
+    got = [(f.name, f.type) for f in table.schema]
+    want = [(f.name, f.type) for f in expected]
+    if got != want:
+        missing = [n for n, _ in want if n not in table.column_names]
+        extra = [n for n, _ in got if n not in expected.names]
+        wrong = [{"column": n, "type": str(t), "expected": str(expected.field(n).type)}
+                 for n, t in got if n in expected.names and expected.field(n).type != t]
+        order = "" if missing or extra or wrong else f"; column order is {[n for n, _ in got]}"
+        raise InputError("E304_SCHEMA_MISMATCH",
+                         f"{spec.id} columns differ from the contract: missing {missing}, extra {extra}{order}; "
+                         f"expected {[f'{n}:{t}' for n, t in want]}",
+                         dataset=spec.id, path=where or None, rows=wrong)
+    nulls = [{"column": c, "nulls": table.column(c).null_count} for c in table.column_names
+             if table.column(c).null_count]
+    if nulls:
+        raise InputError("E304_SCHEMA_MISMATCH", f"{spec.id} has nulls in non-null columns",
+                         dataset=spec.id, path=where or None, rows=nulls)
+    return pa.Table.from_arrays(table.columns, schema=expected)
+
+
+def write_parquet_bytes(table: pa.Table, spec: DatasetSpec, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
+    """Serialise one part with the contract schema: zstd, statistics, deterministic bytes."""
+    table = check_schema(table, spec)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL,
+                   row_group_size=row_group_rows, write_statistics=True, use_dictionary=True)
+    return sink.getvalue()
+
+
+class Storage:
+    """A data root (local folder or fsspec URL) and the operations the jobs need on it.
+
+    Parameters
+    ----------
+    root : str
+        Local path or URL (``s3://bucket/prefix``, ``file:///tmp/x``, ``memory://x``).
+    storage_options : dict, optional
+        Passed to fsspec (for example ``{"client_kwargs": {"endpoint_url": ...}}`` for S3).
+    """
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        self.root_url = str(root)
+        self.storage_options = dict(storage_options or {})
+
+    def __reduce__(self):
+        return (Storage, (self.root_url, self.storage_options))
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root_url!r})"
+
+    def __dask_tokenize__(self):
+        return ("Storage", self.root_url, sorted(self.storage_options.items(), key=str))
+
+    @cached_property
+    def _fs_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        return fs, root.rstrip("/")
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._fs_root[0]
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def abspath(self, rel: str) -> str:
+        """Filesystem path of a path relative to the root."""
+        return posixpath.join(self._fs_root[1], rel.strip("/")) if rel.strip("/") else self._fs_root[1]
+
+    def url(self, rel: str) -> str:
+        """Human-facing location (for messages and reports)."""
+        return self.root_url.rstrip("/") + "/" + rel.lstrip("/")
+
+    # -- files ----------------------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.abspath(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.abspath(rel))
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file so that readers see the old file or the whole new one, never a part."""
+        path = self.abspath(rel)
+        try:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            if self.is_local:
+                tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            else:  # object stores: a PUT is atomic per object
+                self.fs.pipe_file(path, data)
+        except OSError as exc:
+            raise _io_error(exc, self.url(rel)) from exc
+
+    def write_json(self, rel: str, obj: Any, *, indent: int | None = 2) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode("utf-8"))
+
+    def remove(self, rel: str) -> None:
+        path = self.abspath(rel)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def list_files(self, rel: str) -> list[str]:
+        """Files under a folder, as paths relative to it, in ASCII order; hidden staging entries excluded."""
+        base = self.abspath(rel).rstrip("/")
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for path in self.fs.find(base):
+            sub = path[len(base):].lstrip("/") if path.startswith(base) else path
+            if not any(p.startswith(".") for p in sub.split("/")):
+                out.append(sub)
+        return sorted(out)
+
+    # -- digests --------------------------------------------------------------------------------------
+    def file_sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self.abspath(rel), "rb") as fh:
+            for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def partition_digest(self, rel: str) -> str:
+        """SHA-256 over the bytes of every file of a partition, files in ASCII order of relative path."""
+        h = hashlib.sha256()
+        for sub in self.list_files(rel):
+            with self.fs.open(self.abspath(posixpath.join(rel, sub)), "rb") as fh:
+                for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+    # -- staging and publishing -----------------------------------------------------------------------
+    @staticmethod
+    def staging_path(target_rel: str, token: str) -> str:
+        """Hidden sibling of a partition folder where its parts are written before publishing."""
+        parent, leaf = posixpath.split(target_rel.rstrip("/"))
+        return posixpath.join(parent, f".{leaf}.staging-{token}") + "/"
+
+    @staticmethod
+    def _marker_path(target_rel: str) -> str:
+        parent, leaf = posixpath.split(target_rel.rstrip("/"))
+        return posixpath.join(parent, f".{leaf}.published")
+
+    def is_published(self, target_rel: str) -> bool:
+        """True once a partition is published (folder present; on object stores, its marker too)."""
+        if self.is_local:
+            return self.exists(target_rel)
+        return self.exists(self._marker_path(target_rel))
+
+    def write_part(self, staging_rel: str, name: str, data: bytes) -> str:
+        """Write one part file into a staging folder; a retried task rewrites the same bytes."""
+        rel = posixpath.join(staging_rel, name)
+        self.write_bytes(rel, data)
+        return rel
+
+    def publish(self, staging_rel: str, target_rel: str, dataset_id: str) -> str:
+        """Publish a staging folder at ``target_rel`` write-once and atomically; return the digest.
+
+        Raises
+        ------
+        PublishError
+            ``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL`` when a different partition is already there,
+            ``E_PUBLISH_IO`` when the location cannot be written.
+        """
+        digest = self.partition_digest(staging_rel)
+        if self.is_published(target_rel):
+            return self._settle_existing(staging_rel, target_rel, dataset_id, digest)
+        src, dst = self.abspath(staging_rel).rstrip("/"), self.abspath(target_rel).rstrip("/")
+        try:
+            self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+            if self.is_local:
+                try:
+                    os.rename(src, dst)  # atomic: readers see nothing or everything
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and self.exists(target_rel):
+                        return self._settle_existing(staging_rel, target_rel, dataset_id, digest)  # lost a race
+                    raise
+            else:
+                if self.fs.exists(dst):  # leftovers of an interrupted publish, never marked
+                    self.fs.rm(dst, recursive=True)
+                for sub in self.list_files(staging_rel):
+                    self.fs.copy(posixpath.join(src, sub), posixpath.join(dst, sub))
+                self.write_bytes(self._marker_path(target_rel), canonical_json({"sha256_hex": digest}))
+                self.fs.rm(src, recursive=True)
+        except OSError as exc:
+            raise _io_error(exc, self.url(target_rel), dataset_id) from exc
+        return digest
+
+    def _settle_existing(self, staging_rel: str, target_rel: str, dataset_id: str, digest: str) -> str:
+        existing = self.partition_digest(target_rel)
+        if existing != digest:
+            raise PublishError(
+                "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL",
+                f"{dataset_id} is already published with different contents (sha256 {existing[:12]}... "
+                f"there, {digest[:12]}... new); published partitions are write-once",
+                dataset=dataset_id, path=self.url(target_rel),
+                hint="use a new seed/parameters, or delete the old partition deliberately if it is obsolete")
+        self.remove(staging_rel)
+        return digest
+
+    def publish_bytes(self, files: dict[str, bytes], target_rel: str, dataset_id: str, token: str) -> str:
+        """Stage a few small files (reports, bundles) and publish them as one partition."""
+        staging = self.staging_path(target_rel, token)
+        self.remove(staging)
+        for name, data in sorted(files.items()):
+            self.write_bytes(posixpath.join(staging, name), data)
+        return self.publish(staging, target_rel, dataset_id)
+
+    def publish_file(self, rel: str, data: bytes, dataset_id: str) -> str:
+        """Write-once single file: same bytes → no-op, different → E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL."""
+        digest = hashlib.sha256(data).hexdigest()
+        if self.exists(rel):
+            if self.file_sha256(rel) != digest:
+                raise PublishError("E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL",
+                                   f"{dataset_id} is already published with different contents",
+                                   dataset=dataset_id, path=self.url(rel))
+            return digest
+        self.write_bytes(rel, data)
+        return digest
+
+    # -- reading parquet ------------------------------------------------------------------------------
+    def parquet_parts(self, rel: str) -> list[str]:
+        """Part files of a partition in name order (= writer-sort order)."""
+        return [posixpath.join(rel, f) for f in self.list_files(rel) if f.endswith(".parquet")]
+
+    def read_parquet(self, rel: str, columns: Iterable[str] | None = None, *, dataset_id: str = "",
+                     filters=None) -> pa.Table:
+        """Read one part file; unreadable files raise E305 naming the file."""
+        path = self.abspath(rel)
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return pq.read_table(fh, columns=list(columns) if columns is not None else None, filters=filters)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise InputError("E305_PARQUET_UNREADABLE", f"cannot read Parquet file: {exc}",
+                             dataset=dataset_id or None, path=self.url(rel)) from exc
+
+    def parquet_metadata(self, rel: str, *, dataset_id: str = "") -> pq.FileMetaData:
+        try:
+            with self.fs.open(self.abspath(rel), "rb") as fh:
+                return pq.ParquetFile(fh).metadata
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise InputError("E305_PARQUET_UNREADABLE", f"cannot read Parquet footer: {exc}",
+                             dataset=dataset_id or None, path=self.url(rel)) from exc
+
+
+def _io_error(exc: OSError, where: str, dataset_id: str | None = None) -> PublishError:
+    reason = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+              errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno, str(exc))
+    return PublishError("E_PUBLISH_IO", f"cannot write: {reason}", dataset=dataset_id, path=where,
+                        hint="choose a writable --data-root with free space; nothing was published")
+
