@@ -69,38 +69,54 @@ def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
     return run
 
 
-def gather(client, futures: Mapping[str, Any], label: str, out=None, *, show: bool = True) -> dict[str, Any]:
-    """Wait for futures with a one-line progress display; return results by key.
+def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: Mapping[str, str] | None = None,
+           fetch: set[str] | None = None, show: bool = True) -> dict[str, Any]:
+    """Wait for futures with a progress display; return results by key (only keys in ``fetch`` if given,
+    so big intermediate results stay on the workers).
 
-    The first task that fails cancels the rest and its exception is raised here (contract failures keep
-    their code and offending rows across the worker/client boundary).
+    ``stages`` maps keys to a stage name (``s4``, ``s5``...); the display then counts each stage on its own
+    (one live line on a terminal, one line per finished stage otherwise).  The first task that fails
+    cancels the rest and its exception is raised here (contract failures keep their code and offending
+    rows across the worker/client boundary).
     """
     from distributed import as_completed
 
     out = out if out is not None else sys.stdout
-    total = len(futures)
     results: dict[str, Any] = {}
-    if total == 0:
+    if not futures:
         return results
-    t0 = time.perf_counter()
+    stage_of = dict(stages or {k: label for k in futures})
+    totals: dict[str, int] = defaultdict(int)
+    for k in futures:
+        totals[stage_of[k]] += 1
+    done: dict[str, int] = defaultdict(int)
     by_future = {f: k for k, f in futures.items()}
-    done = 0
     tty = hasattr(out, "isatty") and out.isatty()
-    last_print = 0.0
+    t0 = last = time.perf_counter()
+    finished = 0
+
+    def line() -> str:
+        parts = "  ".join(f"{s} {done[s]}/{n}" for s, n in totals.items())
+        return f"  {label:<10} {parts}  {time.perf_counter() - t0:6.1f}s"
+
     try:
         for fut in as_completed(list(futures.values())):
             if fut.status == "error":
-                exc = fut.exception()
-                raise exc
-            results[by_future[fut]] = fut.result()
-            done += 1
+                raise fut.exception()
+            key = by_future[fut]
+            if fetch is None or key in fetch:
+                results[key] = fut.result()
+            finished += 1
+            stage = stage_of[key]
+            done[stage] += 1
+            if not show:
+                continue
             now = time.perf_counter()
-            if show and (tty and now - last_print > 0.2 or done == total):
-                last_print = now
-                bar = "#" * int(30 * done / total)
-                end = "\n" if done == total else ""
-                print(f"\r  {label:<22} [{bar:<30}] {done}/{total} tasks {now - t0:6.1f}s", end=end, file=out,
-                      flush=True)
+            if tty and (now - last > 0.2 or finished == len(futures)):
+                last = now
+                print("\r" + line(), end="\n" if finished == len(futures) else "", file=out, flush=True)
+            elif not tty and done[stage] == totals[stage]:
+                print(f"  {stage:<22} {totals[stage]} tasks done at {now - t0:6.1f}s", file=out, flush=True)
     except BaseException:
         client.cancel(list(futures.values()))
         if show and tty:

@@ -34,6 +34,7 @@ TOKEN_PATTERNS: dict[str, re.Pattern[str]] = {
     "run_id": re.compile(r"^[0-9a-f]{32}$"),
     "substream_label": re.compile(r"^(" + "|".join(SUBSTREAM_LABELS) + r")$"),
     "state": re.compile(r"^s[0-9]$"),
+    "countries_sha256": re.compile(r"^[0-9a-f]{64}$"),
 }
 
 
@@ -157,9 +158,12 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
     DatasetSpec("rng_trace_log",
                 "logs/rng/trace/seed={seed}/parameter_hash={parameter_hash}/run_id={run_id}/rng_trace_log.jsonl",
                 "jsonl"),
-    # control plane: run receipt (keeps run_id for resume) and scratch space for work units
+    # control plane: run receipt (keeps run_id for resume); the canonical parameters behind a parameter_hash;
+    # the cleaned country polygons they name, where every worker can read them (GeoParquet, EPSG:4326)
     DatasetSpec("run_receipt", "control/run_receipt/" + _SEED_FP_PH + "run_receipt.json", "json"),
-    DatasetSpec("scratch", "control/_scratch/run_id={run_id}/", "parquet"),
+    DatasetSpec("parameters", "control/parameters/parameter_hash={parameter_hash}/parameters.json", "json"),
+    DatasetSpec("reference_countries",
+                "reference/countries/countries_sha256={countries_sha256}/countries.parquet", "geoparquet"),
 ]}
 
 # sN -> dataset id whose run report it is (§11)

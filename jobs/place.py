@@ -1,0 +1,477 @@
+"""S4 allocation → S5 site→tile → S6 jitter over country work units, published merchant-major.
+
+Graph (all keys readable on the dashboard):
+
+* ``s4-weights-<ISO>``: once per country, read the country's tile weights (two columns, only its row
+  groups) and keep the sorted prefix of its ``2·max(n)`` heaviest tiles; check those tiles exist in
+  ``tile_index`` reading only the ``tile_id`` column of the row groups that can hold them.
+* per unit (country, part, chunk): ``s4-alloc-<ISO>-<k>`` → ``s5-assign-<ISO>-<k>`` →
+  ``s6-jitter-<ISO>-<k>``; each step only feeds the next, so they run back to back on one worker.
+* per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
+  sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
+
+Parts are scheduled in order (priorities), so a worker holds about one part of results at a time:
+memory is bounded by the part size, not by the dataset.  Every draw is keyed by (merchant, country,
+site), never by unit, worker or retry, so the bytes do not depend on any of them.
+
+Resume: each finished part leaves a small progress record next to the staging folder; a rerun under
+the same run_id skips parts whose files are there and intact, and datasets already published.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from segment1b import rng
+from segment1b.contracts import dataset, path_for
+from segment1b.errors import InputError
+from segment1b.grid import Grid
+from segment1b.identity import RunIdentity, build_commit, utc_now
+from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix
+from segment1b.s5_site_tile import assign_sites
+from segment1b.s6_jitter import jitter_sites
+from segment1b.storage import Storage, part_name, write_parquet_bytes
+
+from .refcache import country_geometry
+from .runtime import StateReport, country_timings, gather, task_key, timed, token_of, write_run_report
+from .tiles import RowGroupRef, country_row_groups, read_country, tiles_present
+from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
+
+__all__ = ["PlaceConfig", "run_place", "STATES", "DATASET_OF"]
+
+STATES = ("s4", "s5", "s6")
+DATASET_OF = {"s4": "s4_alloc_plan", "s5": "s5_site_tile_assignment", "s6": "s6_site_jitter"}
+LABEL_OF = {"s5": rng.S5_LABEL, "s6": rng.S6_LABEL}
+MODULE_OF = {"s5": rng.S5_MODULE, "s6": rng.S6_MODULE}
+DRAWS_PER_EVENT = {"s5": 1, "s6": 2}
+
+
+@dataclass(frozen=True)
+class PlaceConfig:
+    """Sizing of parts and units (none of it changes a byte of output except ``part_sites``)."""
+
+    part_sites: int = DEFAULT_PART_SITES
+    max_unit_sites: int = 250_000
+    min_unit_sites: int = 2_000
+    skew: float = 4.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tasks (module-level functions: small picklable arguments, results are plain dicts of arrays)
+
+def _country_prefix(storage: Storage, weight_refs: list[RowGroupRef], index_refs: list[RowGroupRef],
+                    country_iso: str, max_n: int) -> WeightPrefix:
+    table = read_country(storage, weight_refs, country_iso, ["tile_id", "weight_fp", "dp"], "tile_weights")
+    if table.num_rows == 0:
+        raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has sites but no tile weights",
+                         dataset="tile_weights", rows=[{"country_iso": country_iso}])
+    dps = np.unique(table["dp"].to_numpy())
+    if len(dps) != 1:
+        raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} mix dp values {dps.tolist()}",
+                         dataset="tile_weights", rows=[{"country_iso": country_iso, "dp": int(d)} for d in dps])
+    prefix = weight_prefix(country_iso, table["tile_id"].to_numpy(), table["weight_fp"].to_numpy(), int(dps[0]),
+                           max_n)
+    present = tiles_present(storage, index_refs, country_iso, prefix.tile_id)
+    if not present.all():
+        missing = prefix.tile_id[~present]
+        raise InputError("E505_TILE_NOT_IN_INDEX", f"{missing.size} weighted tiles of {country_iso} are not in "
+                         "tile_index", dataset="tile_weights",
+                         rows=[{"country_iso": country_iso, "tile_id": int(t)} for t in missing[:20]])
+    return prefix
+
+
+def _s4_unit(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray) -> dict[str, Any]:
+    out = allocate_pairs(prefix, merchant_id, n_sites)
+    return {**out, "country_iso": prefix.country_iso, "rows": len(out["tile_id"])}
+
+
+def _s5_unit(plan: dict[str, Any], merchant_id: np.ndarray, n_sites: np.ndarray, master: bytes,
+             parameter_hash: str) -> dict[str, Any]:
+    iso = plan["country_iso"]
+    out = assign_sites(iso, merchant_id, n_sites, plan["merchant_id"], plan["tile_id"], plan["n_sites_tile"],
+                       master, parameter_hash)
+    return {**out, "country_iso": iso, "rows": len(out["tile_id"])}
+
+
+def _s6_unit(sites: dict[str, Any], storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
+             parameter_hash: str) -> dict[str, Any]:
+    iso = sites["country_iso"]
+    geom = country_geometry(storage, countries_sha256, iso)
+    out = jitter_sites(grid, iso, geom, sites["merchant_id"], sites["site_order"], sites["tile_id"], master,
+                       parameter_hash)
+    return {**out, "merchant_id": sites["merchant_id"], "site_order": sites["site_order"],
+            "tile_id": sites["tile_id"], "country_iso": iso, "rows": len(sites["tile_id"])}
+
+
+def _iso_code(iso: str) -> int:
+    """Two ASCII letters as one integer in the same order (for merchant-major sorting)."""
+    return (ord(iso[0]) << 8) | ord(iso[1])
+
+
+def _stack(units: list[dict[str, Any]], columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    cols = {c: np.concatenate([u[c] for u in units]) for c in columns}
+    iso = np.concatenate([np.full(len(u[columns[0]]), _iso_code(u["country_iso"]), dtype=np.uint16) for u in units])
+    return cols, iso
+
+
+def _iso_strings(codes: np.ndarray) -> pa.Array:
+    chars = np.empty((len(codes), 2), dtype=np.uint8)
+    chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
+    return pa.array(chars.view("S2").ravel().astype(str), pa.string())
+
+
+def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: str, part: int,
+                ident: RunIdentity, units: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sort one part's unit results merchant-major and write the dataset part (+ RNG events part).
+
+    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts and the timing of
+    every unit, so that the client never fetches the units' arrays.
+    """
+    timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
+                "_cpu_s": u.get("_cpu_s", 0.0)} for u in units]
+    units = [u for u in units if u["rows"]]
+    per_country: dict[str, int] = defaultdict(int)
+    for u in units:
+        per_country[u["country_iso"]] += u["rows"]
+    record: dict[str, Any] = {"part": part, "rows": 0, "events": 0, "countries": dict(per_country),
+                              "units": timings}
+    if kind == "s4":
+        cols, iso = _stack(units, ["merchant_id", "tile_id", "n_sites_tile"]) if units else ({}, None)
+        if units:
+            order = np.lexsort((cols["tile_id"], iso, cols["merchant_id"]))
+            table = pa.table({"merchant_id": cols["merchant_id"][order], "legal_country_iso": _iso_strings(iso[order]),
+                              "tile_id": cols["tile_id"][order], "n_sites_tile": cols["n_sites_tile"][order]})
+            record["rows"] = table.num_rows
+            record["ties_broken"] = int(sum(u["ties_broken"] for u in units))
+            record["pairs"] = int(sum(u["pairs"] for u in units))
+            storage.write_part(staging["data"], part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
+    elif units:
+        names = ["merchant_id", "site_order", "tile_id"]
+        extra = ["u", "before_hi", "before_lo", "after_hi", "after_lo"] if kind == "s5" else \
+            ["delta_lat_deg", "delta_lon_deg", "attempts"]
+        cols, iso = _stack(units, names + extra)
+        order = np.lexsort((cols["site_order"], iso, cols["merchant_id"]))
+        cols = {k: v[order] for k, v in cols.items()}
+        iso_sorted = iso[order]
+        iso_arr = _iso_strings(iso_sorted)
+        data = {"merchant_id": cols["merchant_id"], "legal_country_iso": iso_arr, "site_order": cols["site_order"],
+                "tile_id": cols["tile_id"]}
+        if kind == "s6":
+            data.update(delta_lat_deg=cols["delta_lat_deg"], delta_lon_deg=cols["delta_lon_deg"],
+                        manifest_fingerprint=pa.array(np.full(len(order), ident.manifest_fingerprint), pa.string()))
+        table = pa.table(data)
+        storage.write_part(staging["data"], part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
+        envelope = {"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+                    "parameter_hash": ident.parameter_hash, "manifest_fingerprint": ident.manifest_fingerprint}
+        if kind == "s5":
+            events = rng.s5_events_jsonl(envelope, cols["merchant_id"], iso_arr.to_numpy(zero_copy_only=False),
+                                         cols["site_order"], cols["tile_id"], cols["u"], cols["before_hi"],
+                                         cols["before_lo"], cols["after_hi"], cols["after_lo"])
+            record["events"] = len(order)
+        else:
+            events, n_events, hist = _s6_events(units, envelope)
+            record["events"] = n_events
+            record["attempt_histogram"] = hist
+            record["outside_pixel"] = int(sum(u["outside_pixel"] for u in units))
+            record["outside_country"] = int(sum(u["outside_country"] for u in units))
+            record["country_events"] = _country_sum(units, lambda u: len(u["ev_site"]))
+            record["country_outside_pixel"] = _country_sum(units, lambda u: u["outside_pixel"])
+            record["country_outside_country"] = _country_sum(units, lambda u: u["outside_country"])
+        storage.write_part(staging["events"], part_name(part, ".jsonl"), events)
+        record["rows"] = table.num_rows
+    storage.write_bytes(posixpath.join(progress, f"{kind}-{part_name(part, '.json')}"),
+                        json.dumps(record).encode())
+    return record
+
+
+def _country_sum(units: list[dict[str, Any]], value) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for u in units:
+        out[u["country_iso"]] += int(value(u))
+    return dict(out)
+
+
+def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[bytes, int, list[int]]:
+    """S6 event lines of a part in (merchant, country, site_order, attempt) order."""
+    m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo = ([] for _ in range(12))
+    hist = np.zeros(65, dtype=np.int64)
+    for u in units:
+        s = u["ev_site"]
+        m.append(u["merchant_id"][s])
+        iso.append(np.full(len(s), _iso_code(u["country_iso"]), dtype=np.uint16))
+        so.append(u["site_order"][s])
+        tile.append(u["tile_id"][s])
+        att.append(u["ev_attempt"]); acc.append(u["ev_accepted"]); dlat.append(u["ev_delta_lat"])
+        dlon.append(u["ev_delta_lon"]); bhi.append(u["ev_before_hi"]); blo.append(u["ev_before_lo"])
+        ahi.append(u["ev_after_hi"]); alo.append(u["ev_after_lo"])
+        hist += np.bincount(u["attempts"], minlength=65)[:65]
+    cols = [np.concatenate(c) for c in (m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo)]
+    order = np.lexsort((cols[4], cols[2], cols[1], cols[0]))
+    c = [x[order] for x in cols]
+    data = rng.s6_events_jsonl(envelope, c[0], _iso_strings(c[1]).to_numpy(zero_copy_only=False), c[2], c[3], c[4],
+                               c[5], c[6], c[7], c[8], c[9], c[10], c[11])
+    return data, len(order), hist[1:].tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the job
+
+def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countries_sha256: str, *,
+              through: str = "s6", config: PlaceConfig = PlaceConfig(), out=None) -> dict[str, Any]:
+    """Run S4 (and S5, S6 when ``through`` says so) and publish their datasets, logs and run reports.
+
+    Returns a summary per state (rows, seconds, report path).  Computes eagerly on the cluster.
+    """
+    out = out if out is not None else sys.stdout
+    if through not in STATES:
+        raise ValueError(f"through must be one of {STATES}, got {through!r}")
+    states = STATES[: STATES.index(through) + 1]
+    t_start = time.perf_counter()
+    started = utc_now()
+    tokens = ident.tokens
+    targets = {s: path_for(DATASET_OF[s], **tokens) for s in states}
+    to_write = [s for s in states if not storage.is_published(targets[s])]
+    if not to_write:
+        print(f"  s4-s6: {', '.join(DATASET_OF[s] for s in states)} already published; nothing to do", file=out)
+        return {s: {"skipped": True} for s in states}
+
+    req = _read_requirements(storage, ident)
+    parts = plan_parts(req["merchant_id"], req["n_sites"], config.part_sites)
+    max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
+    units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
+                       max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
+                       skew=config.skew)
+    staging = {s: {"data": storage.staging_path(targets[s], ident.run_id)} for s in to_write}
+    for s in to_write:
+        if s in LABEL_OF:
+            staging[s]["events"] = storage.staging_path(
+                path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens), ident.run_id)
+    progress = posixpath.join(path_for("run_receipt", **tokens).rsplit("/", 1)[0], f"place-progress-{ident.run_id}")
+    done_parts = _finished_parts(storage, progress, to_write, staging, len(parts))
+    todo_parts = [p for p in parts if p.index not in done_parts]
+    if "s5" in to_write or "s6" in to_write:
+        _write_audit_once(storage, ident)
+
+    futures: dict[str, Any] = {}
+    stage_of: dict[str, str] = {}
+    master = rng.master_material(ident.seed, ident.manifest_fingerprint)
+    tok = token_of(ident.run_id, ident.parameter_hash, through)
+    todo_idx = {p.index for p in todo_parts}
+    live_units = [u for u in units if u.part in todo_idx]
+    n_parts = max(len(parts), 1)
+
+    def prio(part: int, cost: int = 0) -> int:
+        return (n_parts - part) * 10**12 + cost
+
+    if live_units:
+        weight_refs = country_row_groups(storage, "tile_weights", ident.parameter_hash)
+        index_refs = country_row_groups(storage, "tile_index", ident.parameter_hash)
+        max_n: dict[str, int] = defaultdict(int)
+        for u in live_units:
+            max_n[u.country_iso] = max(max_n[u.country_iso], int(u.n_sites.max()))
+        prefixes = {}
+        for iso in sorted(max_n):
+            if iso not in weight_refs:
+                raise InputError("E303_MISSING_WEIGHTS", f"{iso} has sites but no tile weights",
+                                 dataset="tile_weights", rows=[{"country_iso": iso}])
+            key = task_key("s4", "weights", iso, token=tok)
+            prefixes[iso] = client.submit(_country_prefix, storage, weight_refs[iso], index_refs.get(iso, []), iso,
+                                          max_n[iso], key=key, priority=10**15)
+            futures[key], stage_of[key] = prefixes[iso], "s4 weights"
+    unit_futs: dict[str, dict[int, list]] = {s: defaultdict(list) for s in states}
+    for u in live_units:
+        f = client.submit(timed(_s4_unit), prefixes[u.country_iso], u.merchant_id, u.n_sites,
+                          key=task_key("s4", "alloc", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
+        unit_futs["s4"][u.part].append(f)
+        if "s5" in states:
+            f = client.submit(timed(_s5_unit), f, u.merchant_id, u.n_sites, master, ident.parameter_hash,
+                              key=task_key("s5", "assign", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
+            unit_futs["s5"][u.part].append(f)
+        if "s6" in states:
+            f = client.submit(timed(_s6_unit), f, storage, countries_sha256, grid, master, ident.parameter_hash,
+                              key=task_key("s6", "jitter", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
+            unit_futs["s6"][u.part].append(f)
+    for s in states:
+        for f in (f for p in unit_futs[s].values() for f in p):
+            futures[f.key], stage_of[f.key] = f, f"{s} units"
+    writers: dict[str, dict[int, Any]] = {s: {} for s in to_write}
+    for s in to_write:
+        for p in todo_parts:
+            key = task_key(s, "write", None, p.index, tok)
+            writers[s][p.index] = client.submit(_write_part, s, storage, staging[s], progress, p.index, ident,
+                                                unit_futs[s][p.index], key=key, priority=prio(p.index) + 1)
+            futures[key], stage_of[key] = writers[s][p.index], f"{s} write"
+    gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
+    wall = time.perf_counter() - t_start
+
+    summary: dict[str, Any] = {}
+    records = {s: _part_records(storage, progress, s, len(parts)) for s in to_write}
+    peaks = _worker_peaks(client)
+    for s in states:
+        if s not in to_write:
+            summary[s] = {"skipped": True}
+            continue
+        receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens)
+        extra: dict[str, Any] = {}
+        if s in LABEL_OF:
+            ev_target = path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens)
+            storage.publish(staging[s]["events"], ev_target, "rng_events")
+            extra["rng_events_path"] = ev_target
+        report = _state_report(s, ident, records[s], receipt, wall, peaks, client, started, len(parts),
+                               len(done_parts), extra)
+        path = write_run_report(storage, report, **tokens)
+        summary[s] = {"rows": report.rows, "seconds": wall, "report": path, "countries": report.countries}
+    if any(s in LABEL_OF for s in to_write):
+        _write_trace(storage, ident, progress, len(parts))
+    storage.remove(progress)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers of the job (client side)
+
+def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.ndarray]:
+    rel = path_for("s3_requirements", **ident.tokens)
+    if not storage.is_published(rel):
+        raise InputError("E101_TILE_INDEX_MISSING", "s3_requirements is not published for this run",
+                         dataset="s3_requirements", path=storage.url(rel), hint="run S3 first (`segment1b run`)")
+    tables = [storage.read_parquet(p, dataset_id="s3_requirements") for p in storage.parquet_parts(rel)]
+    if not tables:
+        return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, str),
+                "n_sites": np.empty(0, np.int64)}
+    t = pa.concat_tables(tables)
+    return {"merchant_id": t["merchant_id"].to_numpy(), "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()),
+            "n_sites": t["n_sites"].to_numpy()}
+
+
+def _memory_bound_sites(client) -> int:
+    """Largest unit (sites) that fits a quarter of the smallest worker's memory limit."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    limits = [x for x in limits if x]
+    if not limits:
+        return 10**9
+    return max(1_000, int(min(limits) * 0.25 / UNIT_BYTES_PER_SITE))
+
+
+def _finished_parts(storage: Storage, progress: str, kinds: list[str], staging: dict[str, dict[str, str]],
+                    n_parts: int) -> set[int]:
+    """Parts whose files of every kind are in staging with a progress record (resume)."""
+    done = set()
+    for p in range(n_parts):
+        ok = True
+        for k in kinds:
+            rec = posixpath.join(progress, f"{k}-{part_name(p, '.json')}")
+            if not storage.exists(rec):
+                ok = False
+                break
+            r = json.loads(storage.read_bytes(rec))
+            if r["rows"] and not storage.exists(posixpath.join(staging[k]["data"], part_name(p))):
+                ok = False
+                break
+        if ok:
+            done.add(p)
+    return done
+
+
+def _part_records(storage: Storage, progress: str, kind: str, n_parts: int) -> list[dict[str, Any]]:
+    out = []
+    for p in range(n_parts):
+        rec = posixpath.join(progress, f"{kind}-{part_name(p, '.json')}")
+        out.append(json.loads(storage.read_bytes(rec)))
+    return out
+
+
+def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any]) -> dict[str, str]:
+    target = path_for(dataset_id, **tokens)
+    return {"partition_path": target, "sha256_hex": storage.publish(staging, target, dataset_id)}
+
+
+def _worker_peaks(client) -> dict[str, int]:
+    try:
+        from cluster import worker_memory_peaks
+    except ImportError:  # pragma: no cover - cluster is part of this distribution
+        return {}
+    return worker_memory_peaks(client)
+
+
+def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
+    rel = path_for("rng_audit_log", **ident.log_tokens)
+    if storage.exists(rel):
+        return
+    record = rng.audit_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+                               "manifest_fingerprint": ident.manifest_fingerprint,
+                               "parameter_hash": ident.parameter_hash}, build_commit())
+    storage.write_bytes(rel, rng.jsonl_lines([record]))
+
+
+def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: int) -> None:
+    """Cumulative totals per (module, label) after each part, for every event family published so far."""
+    rows = []
+    rel = path_for("rng_trace_log", **ident.log_tokens)
+    existing = storage.read_bytes(rel).decode().splitlines() if storage.exists(rel) else []
+    have = {json.loads(line)["substream_label"] for line in existing}
+    rows.extend(json.loads(line) for line in existing)
+    for s in ("s5", "s6"):
+        if LABEL_OF[s] in have or not storage.exists(posixpath.join(progress, f"{s}-{part_name(0, '.json')}")):
+            continue
+        events = 0
+        for rec in _part_records(storage, progress, s, n_parts):
+            if not rec["events"]:
+                continue
+            events += rec["events"]
+            rows.append(rng.trace_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+                                          "parameter_hash": ident.parameter_hash,
+                                          "manifest_fingerprint": ident.manifest_fingerprint},
+                                         MODULE_OF[s], LABEL_OF[s], draws_total=events * DRAWS_PER_EVENT[s],
+                                         blocks_total=events, events_total=events))
+    storage.write_bytes(rel, rng.jsonl_lines(rows))
+
+
+def _state_report(state: str, ident: RunIdentity, records: list[dict[str, Any]], receipt: dict[str, str],
+                  wall: float, peaks: dict[str, int], client, started: str, n_parts: int, reused_parts: int,
+                  extra: dict[str, Any]) -> StateReport:
+    unit_results = [u for r in records for u in r["units"]]
+    report = StateReport(state=state, dataset=DATASET_OF[state], identity={**ident.tokens, "run_id": ident.run_id},
+                         rows=sum(r["rows"] for r in records), receipts=[receipt], wall_seconds=wall,
+                         task_cpu_seconds=sum(r.get("_cpu_s", 0.0) for r in unit_results),
+                         workers=len(client.scheduler_info()["workers"]), peak_worker_rss_bytes=peaks,
+                         countries=country_timings(unit_results), started_utc=started)
+    rows_by_country: dict[str, int] = defaultdict(int)
+    for r in records:
+        for c, n in r["countries"].items():
+            rows_by_country[c] += n
+    report.extra.update(extra)
+    report.extra.update(parts=n_parts, parts_reused_on_resume=reused_parts, units=len(unit_results),
+                        rows_by_country=dict(sorted(rows_by_country.items())))
+    if state == "s4":
+        report.extra.update(pairs=sum(r.get("pairs", 0) for r in records),
+                            ties_broken=sum(r.get("ties_broken", 0) for r in records))
+    if state in LABEL_OF:
+        report.extra.update(rng_events=sum(r["events"] for r in records), substream_label=LABEL_OF[state])
+    if state == "s6":
+        hist = np.zeros(64, dtype=np.int64)
+        per: dict[str, dict[str, int]] = {k: defaultdict(int) for k in
+                                           ("country_events", "country_outside_pixel", "country_outside_country")}
+        for r in records:
+            if r.get("attempt_histogram"):
+                hist += np.asarray(r["attempt_histogram"][:64])
+            for k in per:
+                for c, n in r.get(k, {}).items():
+                    per[k][c] += n
+        report.extra.update(
+            attempt_histogram={str(i + 1): int(h) for i, h in enumerate(hist) if h},
+            outside_pixel=sum(r.get("outside_pixel", 0) for r in records),
+            outside_country=sum(r.get("outside_country", 0) for r in records),
+            per_country=[{"country_iso": c, "sites": rows_by_country[c], "rng_events": per["country_events"][c],
+                          "outside_pixel": per["country_outside_pixel"][c],
+                          "outside_country": per["country_outside_country"][c]} for c in sorted(rows_by_country)])
+    return report

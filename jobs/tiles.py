@@ -1,0 +1,112 @@
+"""Reading per-country slices of the tile datasets without scanning them.
+
+The tile datasets are sorted by (country_iso, tile_id) and written in row groups, so the footers'
+statistics say which row groups hold a country.  The client builds that index once per run
+(:func:`country_row_groups`, footers only) and ships each country's list to its tasks, which then read
+only those row groups and only the columns they need (:func:`read_country`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from segment1b.contracts import path_for
+from segment1b.errors import InputError
+from segment1b.storage import Storage
+
+__all__ = ["RowGroupRef", "country_row_groups", "read_country", "tiles_present"]
+
+
+@dataclass(frozen=True)
+class RowGroupRef:
+    """Row groups of one part file that may hold a country."""
+
+    path: str
+    row_groups: tuple[int, ...]
+
+
+def country_row_groups(storage: Storage, dataset_id: str, parameter_hash: str) -> dict[str, list[RowGroupRef]]:
+    """Country → row groups of a published tile dataset, from the Parquet footers (no data read).
+
+    Raises
+    ------
+    InputError
+        ``E101_TILE_INDEX_MISSING`` when the partition is not published.
+    """
+    rel = path_for(dataset_id, parameter_hash=parameter_hash)
+    if not storage.is_published(rel):
+        raise InputError("E101_TILE_INDEX_MISSING", f"{dataset_id} is not published for parameter_hash "
+                         f"{parameter_hash}", dataset=dataset_id, path=storage.url(rel),
+                         hint="run `segment1b prepare` (or `segment1b run`, which prepares what is missing)")
+    index: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for part in storage.parquet_parts(rel):
+        meta = storage.parquet_metadata(part, dataset_id=dataset_id)
+        col = meta.schema.to_arrow_schema().get_field_index("country_iso")
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(col).statistics
+            if stats is None or not stats.has_min_max:
+                raise InputError("E304_SCHEMA_MISMATCH", f"{dataset_id} part has no country_iso statistics",
+                                 dataset=dataset_id, path=storage.url(part))
+            lo, hi = stats.min, stats.max
+            for iso in ([lo] if lo == hi else _isos_between(lo, hi)):
+                index[iso][part].append(rg)
+    return {iso: [RowGroupRef(p, tuple(rgs)) for p, rgs in sorted(parts.items())] for iso, parts in index.items()}
+
+
+def _isos_between(lo: str, hi: str) -> list[str]:
+    """A row group spanning several countries: list the ISO codes it may hold (ASCII range)."""
+    from segment1b.contracts import iso_table
+
+    return [c for c in sorted(iso_table()) if lo <= c <= hi] or [lo, hi]
+
+
+def read_country(storage: Storage, refs: list[RowGroupRef], country_iso: str, columns: list[str],
+                 dataset_id: str) -> pa.Table:
+    """Rows of one country from its row groups, only ``columns``; in file (= tile_id) order."""
+    tables = []
+    for ref in refs:
+        with storage.fs.open(storage.abspath(ref.path), "rb") as fh:
+            try:
+                pf = pq.ParquetFile(fh)
+                t = pf.read_row_groups(list(ref.row_groups), columns=sorted(set(columns) | {"country_iso"}))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError("E305_PARQUET_UNREADABLE", f"cannot read {dataset_id}: {exc}",
+                                 dataset=dataset_id, path=storage.url(ref.path)) from exc
+        tables.append(t.filter(pc.equal(t["country_iso"], country_iso)).select(columns))
+    if not tables:
+        return pa.table({c: pa.array([], type=pa.uint64()) for c in columns})
+    return pa.concat_tables(tables)
+
+
+def tiles_present(storage: Storage, refs: list[RowGroupRef], country_iso: str, wanted: np.ndarray) -> np.ndarray:
+    """Boolean mask: which of ``wanted`` tile_ids exist in tile_index for the country.
+
+    Reads only the tile_id column of the row groups whose [min, max] tile_id range can hold a wanted id.
+    """
+    wanted = np.asarray(wanted, dtype=np.uint64)
+    found = np.zeros(len(wanted), dtype=bool)
+    if wanted.size == 0:
+        return found
+    lo, hi = int(wanted.min()), int(wanted.max())
+    for ref in refs:
+        with storage.fs.open(storage.abspath(ref.path), "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            meta = pf.metadata
+            tcol = meta.schema.to_arrow_schema().get_field_index("tile_id")
+            groups = []
+            for rg in ref.row_groups:
+                st = meta.row_group(rg).column(tcol).statistics
+                if st is None or not st.has_min_max or (st.max >= lo and st.min <= hi):
+                    groups.append(rg)
+            if not groups:
+                continue
+            t = pf.read_row_groups(groups, columns=["country_iso", "tile_id"])
+        ids = t.filter(pc.equal(t["country_iso"], country_iso))["tile_id"].to_numpy()
+        found |= np.isin(wanted, ids)
+    return found

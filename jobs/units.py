@@ -1,0 +1,137 @@
+"""Work-unit planning for the per-country states S4-S7: pure functions on plain arrays.
+
+Outputs of S4-S8 are merchant-major, so they are laid out in *parts*: consecutive merchant ranges cut
+when a part reaches ``target_sites`` (cuts only between merchants).  The layout depends on the S3
+requirements and that constant only, never on workers or unit sizes, so datasets are byte-identical
+whatever the chunking.
+
+Work is done in *units*: the pairs of one country inside one part, split into chunks by cost so the
+long tail is many tasks.  A unit never spans parts, so each part's writer depends only on its own units
+and the graph can run part by part with bounded memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Part", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE"]
+
+DEFAULT_PART_SITES = 1 << 20
+# Peak worker bytes per site of a unit through S4->S5->S6 (arrays, Arrow tables, event columns); measured
+# with benchmarks/bench_pipeline.py and rounded up.  Used to keep units well inside a worker's memory.
+UNIT_BYTES_PER_SITE = 2_000
+
+
+@dataclass(frozen=True)
+class Part:
+    """One output part: merchants ``merchant_lo..merchant_hi`` (inclusive) of the merchant-major order."""
+
+    index: int
+    merchant_lo: int
+    merchant_hi: int
+    pairs: int
+    sites: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The pairs of one country in one part (a chunk of them when the country is big)."""
+
+    country_iso: str
+    part: int
+    chunk: int  # running number within the country, over all parts
+    merchant_id: np.ndarray = field(repr=False)  # uint64, ascending
+    n_sites: np.ndarray = field(repr=False)  # int64
+
+    @property
+    def sites(self) -> int:
+        return int(self.n_sites.sum())
+
+    @property
+    def pairs(self) -> int:
+        return len(self.merchant_id)
+
+    @property
+    def cost(self) -> int:
+        """Sites dominate S5/S6; a pair also costs a substream derivation and a plan lookup."""
+        return self.sites + 4 * self.pairs
+
+
+def plan_parts(merchant_id: np.ndarray, n_sites: np.ndarray, target_sites: int = DEFAULT_PART_SITES) -> list[Part]:
+    """Cut merchant-major pairs into parts of about ``target_sites`` sites, only between merchants.
+
+    >>> [(p.index, p.merchant_lo, p.merchant_hi, p.sites) for p in
+    ...  plan_parts(np.array([1, 1, 2, 3], np.uint64), np.array([2, 2, 1, 5]), target_sites=4)]
+    [(0, 1, 1, 4), (1, 2, 3, 6)]
+    """
+    merchant_id = np.asarray(merchant_id, dtype=np.uint64)
+    n_sites = np.asarray(n_sites, dtype=np.int64)
+    if merchant_id.size == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, merchant_id[1:] != merchant_id[:-1]])  # first pair of each merchant
+    per_merchant = np.add.reduceat(n_sites, starts)
+    csum = np.cumsum(per_merchant)
+    parts: list[Part] = []
+    m0, done = 0, 0
+    while m0 < len(starts):
+        # last merchant whose inclusion brings the part to >= target (at least one merchant)
+        m1 = int(np.searchsorted(csum, done + target_sites, side="left"))
+        m1 = min(max(m1, m0), len(starts) - 1)
+        p0 = int(starts[m0])
+        p1 = int(starts[m1 + 1]) if m1 + 1 < len(starts) else len(merchant_id)
+        sites = int(csum[m1] - done)
+        parts.append(Part(len(parts), int(merchant_id[p0]), int(merchant_id[p1 - 1]), p1 - p0, sites))
+        done = int(csum[m1])
+        m0 = m1 + 1
+    return parts
+
+
+def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray, parts: list[Part], *,
+               max_unit_sites: int = 250_000, min_unit_sites: int = 2_000, skew: float = 4.0) -> list[Unit]:
+    """Units of (country, part, chunk), largest first.
+
+    A (country, part) group is split into chunks of consecutive merchants when it holds more than
+    ``target = min(max_unit_sites, max(min_unit_sites, skew · median group size))`` sites, so no unit is
+    more than a few times the median (or above the memory bound) unless a single pair is that big.
+    Pairs are never split: S5 needs all sites of a pair together.
+    """
+    import pandas as pd
+
+    merchant_id = np.asarray(merchant_id, dtype=np.uint64)
+    n_sites = np.asarray(n_sites, dtype=np.int64)
+    bounds = np.array([p.merchant_hi for p in parts], dtype=np.uint64)
+    part_of_pair = np.searchsorted(bounds, merchant_id, side="left")
+    frame = pd.DataFrame({"iso": np.asarray(country_iso, dtype=object), "part": part_of_pair})
+    # positions of each (country, part) group, in merchant order (groupby keeps the original order)
+    groups = {(str(iso), int(part)): idx for (iso, part), idx in frame.groupby(["iso", "part"], sort=True).indices.items()}
+    if not groups:
+        return []
+    group_sites = np.array([int(n_sites[idx].sum()) for idx in groups.values()])
+    target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(group_sites)))))
+    units: list[Unit] = []
+    chunk_of_country: dict[str, int] = {}
+    for (iso, part), idx in sorted(groups.items()):
+        for piece in _split_by_sites(idx, n_sites, target):
+            k = chunk_of_country.get(iso, 0)
+            chunk_of_country[iso] = k + 1
+            units.append(Unit(iso, part, k, merchant_id[piece], n_sites[piece]))
+    units.sort(key=lambda u: (-u.cost, u.country_iso, u.chunk))
+    return units
+
+
+def _split_by_sites(idx: np.ndarray, n_sites: np.ndarray, target: int) -> list[np.ndarray]:
+    """Consecutive pieces of ``idx`` of about ``target`` sites: a piece closes after the pair that reaches it.
+
+    A piece holds at most ``target`` sites plus its last pair, so a single pair bigger than the target
+    stays whole.
+    """
+    sites = n_sites[idx]
+    total = int(sites.sum())
+    if total <= target:
+        return [idx]
+    before = np.cumsum(sites) - sites  # sites of the group before each pair
+    piece = before // target
+    cuts = np.flatnonzero(np.diff(piece)) + 1
+    return np.split(idx, cuts)

@@ -1,0 +1,181 @@
+"""S4 allocation plan: split each pair's ``n_sites`` across its country's tiles (contract §6, no RNG).
+
+For a pair with n sites over tiles with weights w (Σw = K = 10^dp): ``prod = w·n``, ``z = prod // K``,
+``r = prod % K``, ``S = n − Σz``; the first S tiles by (r desc, tile_id asc) get +1; tiles with a
+count ≥ 1 are emitted.
+
+Cost is proportional to the output, not to (pairs × tiles).  Tiles with ``z ≥ 1`` have ``w ≥ K/n``,
+so they are the ≤ n heaviest tiles; every other tile has ``r = w·n`` and ranks by weight.  Hence all
+receiving tiles lie among the first ``m + S ≤ 2n`` tiles of the order (weight desc, tile_id asc), and no
+tile beyond that prefix can outrank the S-th candidate inside it.  So a country needs one sorted
+prefix of ``2·max(n)`` tiles (:func:`weight_prefix`), and pairs with the same n share one plan
+(:func:`plan_for_n`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import IntegrityError, InputError
+
+__all__ = ["WeightPrefix", "weight_prefix", "plan_for_n", "allocate_pairs", "allocate_reference"]
+
+U64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class WeightPrefix:
+    """The heaviest tiles of one country in S4 order (weight desc, tile_id asc); zero weights excluded."""
+
+    country_iso: str
+    tile_id: np.ndarray  # uint64
+    weight_fp: np.ndarray  # uint64
+    K: int
+    n_tiles: int  # tiles with weight > 0 in the whole country
+
+    def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate tiles for a pair with n sites: the first min(2n, len) of the prefix."""
+        if 2 * n > len(self.tile_id) and len(self.tile_id) < self.n_tiles:
+            raise ValueError(f"prefix of {len(self.tile_id)} tiles is too short for n={n}; this is a bug")
+        k = min(2 * n, len(self.tile_id))
+        return self.tile_id[:k], self.weight_fp[:k]
+
+
+def weight_prefix(country_iso: str, tile_id: np.ndarray, weight_fp: np.ndarray, dp: int,
+                  max_n: int) -> WeightPrefix:
+    """Sorted prefix of the ``2·max_n`` heaviest tiles of one country.
+
+    Parameters
+    ----------
+    country_iso : str
+    tile_id, weight_fp : ndarray of uint64
+        All tiles of the country (any order).
+    dp : int
+        Decimal places of the weights; ``K = 10**dp``.
+    max_n : int
+        Largest ``n_sites`` of any pair in this country.
+
+    Raises
+    ------
+    InputError
+        ``E105_NORMALIZATION`` when the weights do not sum to K, ``E303_MISSING_WEIGHTS`` when the country
+        has no tile with positive weight.
+    """
+    tile_id = np.asarray(tile_id, dtype=np.uint64)
+    weight_fp = np.asarray(weight_fp, dtype=np.uint64)
+    K = 10**dp
+    total = int(weight_fp.sum(dtype=np.uint64)) if weight_fp.size else 0
+    if weight_fp.size and (total != K or int(weight_fp.max()) > K):
+        raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} sum to {total}, expected K = {K}",
+                         dataset="tile_weights", rows=[{"country_iso": country_iso, "sum_weight_fp": total}])
+    positive = weight_fp > 0
+    if not positive.any():
+        raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has no tile with positive weight",
+                         dataset="tile_weights", rows=[{"country_iso": country_iso}])
+    tile_id, weight_fp = tile_id[positive], weight_fp[positive]
+    length = min(len(tile_id), 2 * int(max_n))
+    if length < len(tile_id):
+        # every tile at least as heavy as the length-th heaviest, then exact order among them
+        cut = np.partition(weight_fp, len(weight_fp) - length)[len(weight_fp) - length]
+        keep = weight_fp >= cut
+        tile_id, weight_fp = tile_id[keep], weight_fp[keep]
+    order = np.lexsort((tile_id, np.uint64(U64_MAX) - weight_fp))[:length]  # weight desc, tile_id asc; exact
+    return WeightPrefix(country_iso, tile_id[order], weight_fp[order], K, int(positive.sum()))
+
+
+def plan_for_n(prefix: WeightPrefix, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Allocation of n sites: (tile_id ascending, n_sites_tile ≥ 1, tie decided by tile_id at the cut).
+
+    Raises
+    ------
+    InputError
+        ``E416_NUMERIC_OVERFLOW`` when ``weight_fp · n`` does not fit in 64 bits.
+    IntegrityError
+        ``E404_ALLOCATION_MISMATCH`` if the counts do not sum to n (an internal invariant).
+    """
+    tid, w = prefix.head(n)
+    K = prefix.K
+    if int(w[0]) * n > U64_MAX:
+        raise InputError("E416_NUMERIC_OVERFLOW", f"weight_fp {int(w[0])} × n_sites {n} exceeds 2^64 − 1 in "
+                         f"{prefix.country_iso} (dp = {len(str(K)) - 1})",
+                         dataset="s4_alloc_plan",
+                         rows=[{"country_iso": prefix.country_iso, "tile_id": int(tid[0]), "weight_fp": int(w[0]),
+                                "n_sites": n}],
+                         hint="use a smaller dp for the tile weights")
+    prod = w * np.uint64(n)
+    z = prod // np.uint64(K)
+    r = prod % np.uint64(K)
+    S = n - int(z.sum())
+    counts = z.astype(np.int64)
+    tie = False
+    if S > 0:
+        order = np.lexsort((tid, np.uint64(U64_MAX) - r))  # r desc, tile_id asc (exact on uint64)
+        counts[order[:S]] += 1
+        tie = S < len(order) and r[order[S - 1]] == r[order[S]]
+    if int(counts.sum()) != n:
+        raise IntegrityError("E404_ALLOCATION_MISMATCH", f"allocation of n={n} in {prefix.country_iso} sums to "
+                             f"{int(counts.sum())}; this is a bug in segment1b", dataset="s4_alloc_plan")
+    keep = counts > 0
+    tid, counts = tid[keep], counts[keep]
+    asc = np.argsort(tid, kind="stable")
+    return tid[asc], counts[asc], bool(tie)
+
+
+def allocate_pairs(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray) -> dict[str, np.ndarray | int]:
+    """S4 rows for the pairs of one country: merchant_id, tile_id, n_sites_tile in (merchant, tile) order.
+
+    ``merchant_id`` must be ascending (pairs of one country in writer-sort order).  Pairs with the same n
+    share one plan.  Returns the three columns plus ``pairs``, ``ties_broken`` and ``plans`` counters.
+    """
+    merchant_id = np.asarray(merchant_id, dtype=np.uint64)
+    n_sites = np.asarray(n_sites, dtype=np.int64)
+    if n_sites.size and int(n_sites.min()) < 1:
+        bad = np.flatnonzero(n_sites < 1)[:20]
+        raise InputError("E309_VALUE_RANGE", "n_sites must be ≥ 1", dataset="s3_requirements",
+                         rows=[{"merchant_id": int(merchant_id[i]), "n_sites": int(n_sites[i])} for i in bad])
+    distinct, inverse = np.unique(n_sites, return_inverse=True)
+    plans = [plan_for_n(prefix, int(n)) for n in distinct]
+    plan_len = np.array([len(p[0]) for p in plans], dtype=np.int64)
+    plan_start = np.concatenate([[0], np.cumsum(plan_len)[:-1]])
+    all_tid = np.concatenate([p[0] for p in plans]) if plans else np.empty(0, np.uint64)
+    all_cnt = np.concatenate([p[1] for p in plans]) if plans else np.empty(0, np.int64)
+    rows_per_pair = plan_len[inverse]
+    # gather index: for each output row, the row of its pair's plan
+    pair_of_row = np.repeat(np.arange(len(n_sites)), rows_per_pair)
+    offset_in_pair = np.arange(int(rows_per_pair.sum())) - np.repeat(np.cumsum(rows_per_pair) - rows_per_pair,
+                                                                      rows_per_pair)
+    src = plan_start[inverse][pair_of_row] + offset_in_pair
+    ties = np.array([p[2] for p in plans], dtype=bool)
+    return {
+        "merchant_id": merchant_id[pair_of_row],
+        "tile_id": all_tid[src].astype(np.uint64),
+        "n_sites_tile": all_cnt[src].astype(np.int64),
+        "pairs": int(len(n_sites)),
+        "ties_broken": int(ties[inverse].sum()),
+        "plans": int(len(distinct)),
+    }
+
+
+def allocate_reference(tile_id, weight_fp, n: int, dp: int) -> dict[int, int]:
+    """Obviously-correct S4 for one pair over ALL tiles, with Python integers (validator and tests).
+
+    >>> allocate_reference([1, 2], [700, 300], 5, dp=3)
+    {1: 4, 2: 1}
+    """
+    K = 10**dp
+    rows = []
+    for t, w in zip(tile_id, weight_fp):
+        t, w = int(t), int(w)
+        if w == 0:
+            continue
+        prod = w * n
+        if prod > U64_MAX:
+            raise InputError("E416_NUMERIC_OVERFLOW", f"weight_fp {w} × n_sites {n} exceeds 2^64 − 1")
+        rows.append((t, prod // K, prod % K))
+    S = n - sum(z for _, z, _ in rows)
+    counts = {t: z for t, z, _ in rows}
+    for t, _, _ in sorted(rows, key=lambda x: (-x[2], x[0]))[:S]:
+        counts[t] += 1
+    return {t: c for t, c in sorted(counts.items()) if c > 0}

@@ -1,0 +1,123 @@
+"""A tiny synthetic world for job tests, built without the S1/S2 code under test.
+
+Countries (on the 30-arc-minute grid, cells of 0.5 degree):
+- FR: a rectangle with a hole (a lake) and a jagged coast;
+- FJ: two parts on both sides of the antimeridian;
+- MC: a single small island of about one cell;
+- DE: a rectangle sharing a border with FR.
+Tiles are the cells whose centre is covered by the polygon (shapely, boundary inclusive), weights
+are integer shares of K by pixel area with a plain largest remainder, and requirements are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from segment1b.contracts import dataset, path_for
+from segment1b.grid import Grid
+from segment1b.identity import RunIdentity, SegmentParameters
+from segment1b.storage import Storage, part_name, write_parquet_bytes
+
+GRID = Grid.named("30m")
+FINGERPRINT = "ab" * 32
+
+
+def countries() -> dict[str, object]:
+    fr = Polygon([(-2, 43), (7, 43), (7, 50), (3, 51.3), (-2, 48.6)], holes=[[(2, 45), (3, 45), (3, 46), (2, 46)]])
+    de = box(7, 47, 14, 54)
+    fj = MultiPolygon([box(177.2, -19.2, 180.0, -16.1), box(-180.0, -18.3, -178.6, -16.4)])
+    mc = box(7.35, 43.6, 7.9, 44.1)  # covers the centre (7.75, 43.75) of one cell only
+    return {"DE": de, "FJ": fj, "FR": fr, "MC": mc}
+
+
+def tiles_of(geom) -> np.ndarray:
+    """Tile ids whose centre the geometry covers (independent of segment1b.s1_tile_index)."""
+    west, south, east, north = shapely.bounds(geom)
+    c0 = max(int((west - GRID.west) / GRID.dx) - 1, 0)
+    c1 = min(int((east - GRID.west) / GRID.dx) + 2, GRID.ncols)
+    r0 = max(int((GRID.north - north) / GRID.dy) - 1, 0)
+    r1 = min(int((GRID.north - south) / GRID.dy) + 2, GRID.nrows)
+    rows, cols = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
+    rows, cols = rows.ravel(), cols.ravel()
+    inside = shapely.intersects_xy(geom, GRID.col_center(cols), GRID.row_center(rows))
+    return np.sort(GRID.tile_id(rows[inside], cols[inside]))
+
+
+def weights_of(tile_id: np.ndarray, dp: int) -> np.ndarray:
+    K = 10**dp
+    rows, _ = GRID.row_col(tile_id)
+    mass = (GRID.pixel_area_m2(rows) * 1000).astype(np.int64)  # integers: exact shares
+    total = int(mass.sum())
+    z = [int(m) * K // total for m in mass]
+    rem = sorted(range(len(mass)), key=lambda i: (-(int(mass[i]) * K % total), int(tile_id[i])))
+    for i in rem[: K - sum(z)]:
+        z[i] += 1
+    return np.array(z, dtype=np.uint64)
+
+
+def countries_sha256() -> str:
+    h = hashlib.sha256()
+    for iso, geom in sorted(countries().items()):
+        h.update(iso.encode() + shapely.to_wkb(geom))
+    return h.hexdigest()
+
+
+def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42, dp: int = 8) -> RunIdentity:
+    """Publish tile_index, tile_weights, reference countries and s3_requirements; return the identity."""
+    import geopandas as gpd
+
+    geoms = countries()
+    params = SegmentParameters(grid=GRID.to_params(), countries_sha256=countries_sha256(), basis="area_m2", dp=dp)
+    ph = params.parameter_hash
+    index_parts, weight_parts = [], []
+    for iso, geom in sorted(geoms.items()):
+        tid = tiles_of(geom)
+        rows, cols = GRID.row_col(tid)
+        cx, cy = GRID.centroid(tid)
+        n = len(tid)
+        index_parts.append(pa.table({
+            "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "inclusion_rule": ["center"] * n,
+            "raster_row": pa.array(rows, pa.uint32()), "raster_col": pa.array(cols, pa.uint32()),
+            "centroid_lon": cx, "centroid_lat": cy, "pixel_area_m2": GRID.pixel_area_m2(rows)}))
+        weight_parts.append(pa.table({
+            "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()),
+            "weight_fp": pa.array(weights_of(tid, dp), pa.uint64()), "dp": pa.array([dp] * n, pa.uint32()),
+            "zero_mass_fallback": [False] * n}))
+    for ds, parts in (("tile_index", index_parts), ("tile_weights", weight_parts)):
+        target = path_for(ds, parameter_hash=ph)
+        staging = storage.staging_path(target, "world")
+        for i, t in enumerate(parts):
+            storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset(ds), row_group_rows=64))
+        storage.publish(staging, target, ds)
+    gdf = gpd.GeoDataFrame({"country_iso": sorted(geoms)}, geometry=[geoms[k] for k in sorted(geoms)], crs="EPSG:4326")
+    ref = path_for("reference_countries", countries_sha256=params.countries_sha256)
+    storage.fs.makedirs(storage.abspath(ref.rsplit("/", 1)[0]), exist_ok=True)
+    gdf.to_parquet(storage.abspath(ref))
+    storage.write_json(path_for("parameters", parameter_hash=ph), params.canonical())
+    ident = RunIdentity(seed=seed, manifest_fingerprint=FINGERPRINT, parameter_hash=ph, run_id="0" * 31 + "1")
+    pairs = sorted(pairs)
+    req = pa.table({"merchant_id": pa.array([p[0] for p in pairs], pa.uint64()),
+                    "legal_country_iso": [p[1] for p in pairs], "n_sites": pa.array([p[2] for p in pairs], pa.int64())})
+    target = path_for("s3_requirements", **ident.tokens)
+    staging = storage.staging_path(target, "world")
+    storage.write_part(staging, part_name(0), write_parquet_bytes(req, dataset("s3_requirements")))
+    storage.publish(staging, target, "s3_requirements")
+    return ident
+
+
+def random_pairs(n_merchants: int, seed: int = 7) -> list[tuple[int, str, int]]:
+    """Merchants over the full u64 range with 1-3 countries each and a heavy tail of sites."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(rng.integers(0, 2**64, n_merchants, dtype=np.uint64))
+    out = []
+    for m in ids:
+        k = int(rng.integers(1, 4))
+        for iso in rng.choice(["DE", "FJ", "FR", "MC"], size=k, replace=False, p=[0.35, 0.15, 0.4, 0.1]):
+            n = int(rng.pareto(1.3) * 3) + 1
+            out.append((int(m), str(iso), min(n, 400)))
+    return out
