@@ -11,7 +11,7 @@ This package holds no domain knowledge, so the codes live here and not in ``segm
 
 from __future__ import annotations
 
-__all__ = ["CLUSTER_ERROR_CODES", "ClusterError", "ClusterConfigError", "ClusterConnectError"]
+__all__ = ["CLUSTER_ERROR_CODES", "ClusterConfigError", "ClusterConnectError", "ClusterError"]
 
 # code -> what it means.  The single place that defines which codes exist.
 CLUSTER_ERROR_CODES: dict[str, str] = {
@@ -22,7 +22,7 @@ CLUSTER_ERROR_CODES: dict[str, str] = {
     "C004_PROTOCOL_UNAVAILABLE": "the package that provides this address protocol is not installed",
     # contacting a cluster
     "C101_SCHEDULER_FILE_MISSING": "the scheduler file did not appear, or holds no scheduler address",
-    "C102_SCHEDULER_UNREACHABLE": "no scheduler answered at the address",
+    "C102_SCHEDULER_UNREACHABLE": "no scheduler answered at the address, or it refused the connection (TLS)",
     "C103_NO_WORKERS": "the scheduler answered but no worker joined in time",
 }
 
