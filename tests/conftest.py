@@ -24,8 +24,10 @@ def pytest_report_header(config):
 def _local_client(n_workers: int):
     from distributed import Client, LocalCluster
 
+    # the scheduler's HTTP server would otherwise take port 8787 (warnings when several clusters run)
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40, memory_limit="4GiB")
+                           silence_logs=40, memory_limit="4GiB",
+                           scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     return cluster, Client(cluster)
 
 
