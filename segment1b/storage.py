@@ -76,12 +76,23 @@ def check_schema(table: pa.Table, spec: DatasetSpec, where: str = "") -> pa.Tabl
     return pa.Table.from_arrays(table.columns, schema=expected)
 
 
-def write_parquet_bytes(table: pa.Table, spec: DatasetSpec, row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """Serialise one part with the contract schema: zstd, statistics, deterministic bytes."""
+def write_parquet_bytes(table: pa.Table, spec: DatasetSpec, row_group_rows: int = ROW_GROUP_ROWS,
+                        encodings: dict[str, str] | None = None) -> bytes:
+    """Serialise one part with the contract schema: zstd, statistics, deterministic bytes.
+
+    ``encodings`` optionally maps columns to a Parquet encoding (``"DELTA_BINARY_PACKED"``,
+    ``"BYTE_STREAM_SPLIT"``, ``"PLAIN"``...); those columns are written without dictionary, the others
+    keep the default dictionary encoding.  Sorted id columns (tile_id) are about 2x faster to write and
+    much smaller with ``DELTA_BINARY_PACKED``.
+    """
     table = check_schema(table, spec)
     sink = io.BytesIO()
+    use_dictionary: bool | list[str] = True
+    if encodings:
+        use_dictionary = [n for n in table.column_names if n not in encodings]
     pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=PARQUET_COMPRESSION_LEVEL,
-                   row_group_size=row_group_rows, write_statistics=True, use_dictionary=True)
+                   row_group_size=row_group_rows, write_statistics=True, use_dictionary=use_dictionary,
+                   column_encoding=dict(encodings) if encodings else None)
     return sink.getvalue()
 
 
@@ -305,6 +316,21 @@ class Storage:
                 return pq.ParquetFile(fh).metadata
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise InputError("E305_PARQUET_UNREADABLE", f"cannot read Parquet footer: {exc}",
+                             dataset=dataset_id or None, path=self.url(rel)) from exc
+
+    def read_row_groups(self, rel: str, row_groups: Iterable[int], columns: Iterable[str], *, dataset_id: str = "",
+                        read_dictionary: Iterable[str] = ()) -> pa.Table:
+        """Read some row groups of one part file (a work unit); unreadable data raises E305 naming the file.
+
+        ``read_dictionary`` columns come back dictionary-encoded (cheap for low-cardinality strings).
+        """
+        row_groups = list(row_groups)
+        try:
+            with self.fs.open(self.abspath(rel), "rb") as fh:
+                pf = pq.ParquetFile(fh, read_dictionary=list(read_dictionary) or None)
+                return pf.read_row_groups(row_groups, columns=list(columns))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise InputError("E305_PARQUET_UNREADABLE", f"cannot read row groups {row_groups}: {exc}",
                              dataset=dataset_id or None, path=self.url(rel)) from exc
 
 
