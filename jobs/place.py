@@ -264,7 +264,8 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     futures: dict[str, Any] = {}
     stage_of: dict[str, str] = {}
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
-    tok = token_of(ident.run_id, ident.parameter_hash, through)
+    # the data root is in the token: a quick rerun elsewhere must never get this run's results back
+    tok = token_of(storage.root_url, ident.run_id, ident.parameter_hash, through)
     todo_idx = {p.index for p in todo_parts}
     live_units = [u for u in units if u.part in todo_idx]
     n_parts = max(len(parts), 1)
@@ -310,7 +311,10 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
             writers[s][p.index] = client.submit(_write_part, s, storage, staging[s], progress, p.index, ident,
                                                 unit_futs[s][p.index], key=key, priority=prio(p.index) + 1)
             futures[key], stage_of[key] = writers[s][p.index], f"{s} write"
-    gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
+    try:
+        gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
+    finally:
+        client.cancel(list(futures.values()))  # release results now, not when the futures are collected
     wall = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {}
