@@ -35,6 +35,7 @@ TOKEN_PATTERNS: dict[str, re.Pattern[str]] = {
     "substream_label": re.compile(r"^(" + "|".join(SUBSTREAM_LABELS) + r")$"),
     "state": re.compile(r"^s[0-9]$"),
     "countries_sha256": re.compile(r"^[0-9a-f]{64}$"),
+    "attempt": re.compile(r"^[0-9a-f]{16}$"),
 }
 
 
@@ -148,6 +149,10 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
                 ("lon_deg", pa.float64()), ("lat_deg", pa.float64())),
         _SITE_KEY),
     DatasetSpec("validation_bundle_1B", "data/layer1/1B/validation/fingerprint={manifest_fingerprint}/", "bundle"),
+    # failed S9 bundles (no flag), one folder per distinct failure (attempt = first 16 hex of the bundle digest);
+    # a sibling tree, so a failure never blocks a later passing bundle at the path above
+    DatasetSpec("validation_failed_1B",
+                "data/layer1/1B/validation/_failed/fingerprint={manifest_fingerprint}/attempt={attempt}/", "bundle"),
     # RNG logs (§9); deterministic except ts_utc and run_id
     DatasetSpec("rng_events",
                 "logs/rng/events/{substream_label}/seed={seed}/parameter_hash={parameter_hash}/run_id={run_id}/",
@@ -160,7 +165,9 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
                 "jsonl"),
     # control plane: run receipt (keeps run_id for resume); the canonical parameters behind a parameter_hash;
     # the cleaned country polygons they name, where every worker can read them (GeoParquet, EPSG:4326)
-    DatasetSpec("run_receipt", "control/run_receipt/" + _SEED_FP_PH + "run_receipt.json", "json"),
+    DatasetSpec("run_receipt", "control/run/" + _SEED_FP_PH + "run_receipt.json", "json"),
+    # what `segment1b run` leaves next to the receipt: summary, Dask performance report, HTML run report
+    DatasetSpec("run_folder", "control/run/" + _SEED_FP_PH, "folder"),
     DatasetSpec("parameters", "control/parameters/parameter_hash={parameter_hash}/parameters.json", "json"),
     DatasetSpec("reference_countries",
                 "reference/countries/countries_sha256={countries_sha256}/countries.parquet", "geoparquet"),

@@ -12,7 +12,7 @@ PH = "3c" * 32
 
 def test_every_dataset_renders_with_its_tokens():
     tokens = {"seed": 42, "manifest_fingerprint": FP, "parameter_hash": PH, "run_id": "0" * 32,
-              "substream_label": "in_cell_jitter", "countries_sha256": "c" * 64}
+              "substream_label": "in_cell_jitter", "countries_sha256": "c" * 64, "attempt": "d" * 16}
     for spec in DATASETS.values():
         path = spec.path(**{t: tokens[t] for t in spec.tokens})
         assert "{" not in path and not path.startswith("/")
