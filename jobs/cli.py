@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # jobs modules that define a command, in the order ``segment1b --help`` lists them
 COMMANDS = [
+    "pipeline",     # `run`: S0-S9 end to end (jobs/pipeline.py)
+    "prepare",
+    "generate",
+    "s0",
+    "s3",
+    "validate",     # S9 alone on any data root (jobs/validate.py)
+    "verify_flag",  # consumer check of the S9 PASS flag (jobs/verify_flag.py)
+    "export",       # site_locations -> one GeoParquet file (jobs/export.py)
 ]
 
 

@@ -25,10 +25,11 @@ __all__ = ["RowGroupRef", "country_row_groups", "read_country", "tiles_present"]
 
 @dataclass(frozen=True)
 class RowGroupRef:
-    """Row groups of one part file that may hold a country."""
+    """Row groups of one part file that may hold a country (``pure``: they hold nothing else)."""
 
     path: str
     row_groups: tuple[int, ...]
+    pure: bool = False
 
 
 def country_row_groups(storage: Storage, dataset_id: str, parameter_hash: str) -> dict[str, list[RowGroupRef]]:
@@ -45,6 +46,7 @@ def country_row_groups(storage: Storage, dataset_id: str, parameter_hash: str) -
                          f"{parameter_hash}", dataset=dataset_id, path=storage.url(rel),
                          hint="run `segment1b prepare` (or `segment1b run`, which prepares what is missing)")
     index: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    mixed: set[tuple[str, str]] = set()
     for part in storage.parquet_parts(rel):
         meta = storage.parquet_metadata(part, dataset_id=dataset_id)
         col = meta.schema.to_arrow_schema().get_field_index("country_iso")
@@ -56,7 +58,10 @@ def country_row_groups(storage: Storage, dataset_id: str, parameter_hash: str) -
             lo, hi = stats.min, stats.max
             for iso in ([lo] if lo == hi else _isos_between(lo, hi)):
                 index[iso][part].append(rg)
-    return {iso: [RowGroupRef(p, tuple(rgs)) for p, rgs in sorted(parts.items())] for iso, parts in index.items()}
+                if lo != hi:
+                    mixed.add((iso, part))
+    return {iso: [RowGroupRef(p, tuple(rgs), (iso, p) not in mixed) for p, rgs in sorted(parts.items())]
+            for iso, parts in index.items()}
 
 
 def _isos_between(lo: str, hi: str) -> list[str]:
@@ -71,14 +76,17 @@ def read_country(storage: Storage, refs: list[RowGroupRef], country_iso: str, co
     """Rows of one country from its row groups, only ``columns``; in file (= tile_id) order."""
     tables = []
     for ref in refs:
+        # row groups that hold only this country (footer statistics) need no country column and no filter
+        read_cols = list(columns) if ref.pure else sorted(set(columns) | {"country_iso"})
         with storage.fs.open(storage.abspath(ref.path), "rb") as fh:
             try:
                 pf = pq.ParquetFile(fh)
-                t = pf.read_row_groups(list(ref.row_groups), columns=sorted(set(columns) | {"country_iso"}))
+                t = pf.read_row_groups(list(ref.row_groups), columns=read_cols)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError("E305_PARQUET_UNREADABLE", f"cannot read {dataset_id}: {exc}",
                                  dataset=dataset_id, path=storage.url(ref.path)) from exc
-        tables.append(t.filter(pc.equal(t["country_iso"], country_iso)).select(columns))
+        tables.append(t.select(columns) if ref.pure else
+                      t.filter(pc.equal(t["country_iso"], country_iso)).select(columns))
     if not tables:
         return pa.table({c: pa.array([], type=pa.uint64()) for c in columns})
     return pa.concat_tables(tables)
@@ -87,7 +95,8 @@ def read_country(storage: Storage, refs: list[RowGroupRef], country_iso: str, co
 def tiles_present(storage: Storage, refs: list[RowGroupRef], country_iso: str, wanted: np.ndarray) -> np.ndarray:
     """Boolean mask: which of ``wanted`` tile_ids exist in tile_index for the country.
 
-    Reads only the tile_id column of the row groups whose [min, max] tile_id range can hold a wanted id.
+    Reads only the tile_id column of the row groups whose [min, max] tile_id range can hold a wanted id, and
+    looks the wanted ids up by binary search (tile_index is sorted by tile_id within a country).
     """
     wanted = np.asarray(wanted, dtype=np.uint64)
     found = np.zeros(len(wanted), dtype=bool)
@@ -106,7 +115,11 @@ def tiles_present(storage: Storage, refs: list[RowGroupRef], country_iso: str, w
                     groups.append(rg)
             if not groups:
                 continue
-            t = pf.read_row_groups(groups, columns=["country_iso", "tile_id"])
-        ids = t.filter(pc.equal(t["country_iso"], country_iso))["tile_id"].to_numpy()
-        found |= np.isin(wanted, ids)
+            t = pf.read_row_groups(groups, columns=["tile_id"] if ref.pure else ["country_iso", "tile_id"])
+        if not ref.pure:
+            t = t.filter(pc.equal(t["country_iso"], country_iso))
+        ids = t["tile_id"].to_numpy()
+        if ids.size:
+            pos = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)
+            found |= ids[pos] == wanted
     return found

@@ -70,19 +70,34 @@ def weight_prefix(country_iso: str, tile_id: np.ndarray, weight_fp: np.ndarray, 
     if weight_fp.size and (total != K or int(weight_fp.max()) > K):
         raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} sum to {total}, expected K = {K}",
                          dataset="tile_weights", rows=[{"country_iso": country_iso, "sum_weight_fp": total}])
-    positive = weight_fp > 0
-    if not positive.any():
+    n_positive = int(np.count_nonzero(weight_fp))
+    if n_positive == 0:
         raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has no tile with positive weight",
                          dataset="tile_weights", rows=[{"country_iso": country_iso}])
+    length = min(n_positive, 2 * int(max_n))
+    positive = np.flatnonzero(weight_fp)
+    values = weight_fp[positive]
+    if length < len(values):
+        # the `length` heaviest tiles: all strictly above the cut weight, then the lowest tile_ids at the cut.
+        # The cut is found by binary search on the weight value (~log2(K) counting passes): a country has
+        # millions of equal weights, which makes np.partition slow and a full sort slower.
+        lo, hi = 1, int(values.max())
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if int(np.count_nonzero(values >= np.uint64(mid))) >= length:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = np.uint64(lo)
+        above = positive[values > cut]
+        at_cut = positive[values == cut]
+        need = length - len(above)
+        if need < len(at_cut):
+            at_cut = at_cut[np.argpartition(tile_id[at_cut], need - 1)[:need]] if need > 0 else at_cut[:0]
+        positive = np.concatenate([above, at_cut])
     tile_id, weight_fp = tile_id[positive], weight_fp[positive]
-    length = min(len(tile_id), 2 * int(max_n))
-    if length < len(tile_id):
-        # every tile at least as heavy as the length-th heaviest, then exact order among them
-        cut = np.partition(weight_fp, len(weight_fp) - length)[len(weight_fp) - length]
-        keep = weight_fp >= cut
-        tile_id, weight_fp = tile_id[keep], weight_fp[keep]
     order = np.lexsort((tile_id, np.uint64(U64_MAX) - weight_fp))[:length]  # weight desc, tile_id asc; exact
-    return WeightPrefix(country_iso, tile_id[order], weight_fp[order], K, int(positive.sum()))
+    return WeightPrefix(country_iso, tile_id[order], weight_fp[order], K, n_positive)
 
 
 def plan_for_n(prefix: WeightPrefix, n: int) -> tuple[np.ndarray, np.ndarray, bool]:

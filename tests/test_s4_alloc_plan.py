@@ -104,3 +104,14 @@ def test_prefix_is_short_for_a_big_country():
     got = dict(zip(*[a.tolist() for a in plan_for_n(prefix, 300)[:2]]))
     ref = allocate_reference(tiles, w, 300, dp)
     assert got == ref
+
+
+def test_prefix_with_millions_of_equal_weights_takes_the_lowest_tile_ids():
+    rng = np.random.default_rng(2)
+    T = 2_000_000
+    tiles = rng.permutation(T).astype(np.uint64) * np.uint64(3)
+    w = np.full(T, 50, np.uint64)  # K = 10^8 spread evenly: every remainder ties
+    prefix = weight_prefix("RU", tiles, w, 8, max_n=7)
+    assert prefix.tile_id.tolist() == [3 * i for i in range(14)]
+    tid, cnt, tie = plan_for_n(prefix, 7)
+    assert tid.tolist() == [3 * i for i in range(7)] and cnt.tolist() == [1] * 7 and tie

@@ -121,3 +121,66 @@ def random_pairs(n_merchants: int, seed: int = 7) -> list[tuple[int, str, int]]:
             n = int(rng.pareto(1.3) * 3) + 1
             out.append((int(m), str(iso), min(n, 400)))
     return out
+
+
+def catalogue_table(ident: RunIdentity, pairs: list[tuple[int, str, int]]) -> pa.Table:
+    """Outlet catalogue rows matching ``pairs`` (one row per site), in writer-sort order."""
+    pairs = sorted(pairs)
+    total: dict[int, int] = {}
+    home: dict[int, str] = {}
+    for m, iso, n in pairs:
+        total[m] = total.get(m, 0) + n
+        home.setdefault(m, iso)
+    names = ("merchant_id", "site_id", "home_country_iso", "legal_country_iso", "single_vs_multi_flag",
+             "raw_nb_outlet_draw", "final_country_outlet_count", "site_order")
+    cols: dict[str, list] = {k: [] for k in names}
+    for m, iso, n in pairs:
+        for k in range(1, n + 1):
+            cols["merchant_id"].append(m)
+            cols["site_id"].append(f"{k:06d}")
+            cols["home_country_iso"].append(home[m])
+            cols["legal_country_iso"].append(iso)
+            cols["single_vs_multi_flag"].append(total[m] >= 2)
+            cols["raw_nb_outlet_draw"].append(total[m])
+            cols["final_country_outlet_count"].append(n)
+            cols["site_order"].append(k)
+    rows = len(cols["merchant_id"])
+    return pa.table({
+        "manifest_fingerprint": [ident.manifest_fingerprint] * rows,
+        "merchant_id": pa.array(cols["merchant_id"], pa.uint64()), "site_id": cols["site_id"],
+        "home_country_iso": cols["home_country_iso"], "legal_country_iso": cols["legal_country_iso"],
+        "single_vs_multi_flag": cols["single_vs_multi_flag"],
+        "raw_nb_outlet_draw": pa.array(cols["raw_nb_outlet_draw"], pa.int32()),
+        "final_country_outlet_count": pa.array(cols["final_country_outlet_count"], pa.int32()),
+        "site_order": pa.array(cols["site_order"], pa.int32()),
+        "global_seed": pa.array([ident.seed] * rows, pa.uint64())})
+
+
+def publish_catalogue(storage: Storage, ident: RunIdentity, pairs: list[tuple[int, str, int]], *,
+                      part_rows: int = 2_000, row_group_rows: int = 500) -> str:
+    """Publish an outlet catalogue matching ``pairs`` (several parts, small row groups); return its path."""
+    table = catalogue_table(ident, pairs)
+    target = path_for("outlet_catalogue", seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
+    staging = storage.staging_path(target, "world")
+    for i, start in enumerate(range(0, max(table.num_rows, 1), part_rows)):
+        storage.write_part(staging, part_name(i), write_parquet_bytes(
+            table.slice(start, part_rows), dataset("outlet_catalogue"), row_group_rows=row_group_rows))
+    storage.publish(staging, target, "outlet_catalogue")
+    return target
+
+
+def placed(storage: Storage, client, pairs: list[tuple[int, str, int]], *,
+           part_sites: int = 400) -> RunIdentity:
+    """The synthetic world with its catalogue, S4-S6 and S7/S8 published (for S7-S9 and reader tests)."""
+    import io
+
+    from jobs.place import PlaceConfig, run_place
+    from jobs.synthesis import run_s7_s8
+
+    ident = build(storage, pairs)
+    publish_catalogue(storage, ident, pairs)
+    run_place(storage, client, ident, GRID, countries_sha256(), config=PlaceConfig(part_sites=part_sites,
+                                                                                 min_unit_sites=50),
+              out=io.StringIO())
+    run_s7_s8(storage, client, ident, out=io.StringIO())
+    return ident

@@ -1,0 +1,279 @@
+"""``segment1b run``: S0 → S9 end to end on one Dask client, resumable.
+
+Prepares the reference surfaces (S1/S2) and generates the outlet catalogue when they are missing, then
+runs S0/S3, S4-S6, S7/S8 and S9, printing one line per state and a summary (rows and seconds per state,
+the ten slowest countries, where outputs and reports are, PASS or the failing code).
+
+Identity and resume: the ``run_id`` of a (seed, manifest_fingerprint, parameter_hash) is kept in a run
+receipt written before any RNG event; a rerun with the same arguments finds it and continues under the
+same ``run_id``.  Every state skips what is already published (and S4-S6 reuse finished parts), so an
+interrupted run ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from segment1b.contracts import path_for, report_path
+from segment1b.errors import Segment1BError
+from segment1b.generator import SCALES
+from segment1b.identity import RunIdentity, build_commit, new_run_id, utc_now
+from segment1b.storage import Storage
+
+from .place import STATES as PLACE_STATES
+from .place import PlaceConfig, run_place
+from .session import add_cluster_options, add_root_options, open_session
+
+__all__ = ["RunRequest", "run_pipeline", "register"]
+
+THROUGH = ("s3", "s4", "s5", "s6", "s8", "s9")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run; every field has a command-line flag of the same name."""
+
+    seed: int
+    scale: str = "reference"
+    grid: str | None = "5m"
+    raster: str | None = None
+    countries: str | None = None
+    iso_column: str | None = None
+    basis: str | None = None
+    dp: int = 8
+    fingerprint: str | None = None  # use this published outlet catalogue instead of generating one
+    through: str = "s9"
+    part_sites: int = PlaceConfig.part_sites
+
+
+@dataclass
+class RunSummary:
+    """What ``run`` printed, as data (also written as run_summary.json next to the run receipt)."""
+
+    identity: dict[str, Any]
+    states: list[dict[str, Any]] = field(default_factory=list)
+    slowest_countries: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    passed: bool | None = None
+    failure: dict[str, Any] | None = None
+    wall_seconds: float = 0.0
+
+
+def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> RunSummary:
+    """Run the segment for ``request``; returns the summary (raises the first contract failure)."""
+    from .generate import countries_from_places, countries_with_tiles, run_generate
+    from .prepare import prepare
+    from .s3 import run_s3
+    from .synthesis import run_s7_s8
+    from .validate import run_s9
+
+    out = out if out is not None else sys.stdout
+    t_run = time.perf_counter()
+    states: list[dict[str, Any]] = []
+
+    def step(name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        print(f"\n[{name}]", file=out, flush=True)
+        result = fn(*args, **kwargs)
+        states.append({"state": name, "seconds": round(time.perf_counter() - t0, 3)})
+        return result
+
+    prepared = step("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
+                    raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column, out=out)
+    ph = prepared["parameter_hash"]
+    if request.fingerprint is None:
+        eligible = sorted(countries_with_tiles(storage, ph))
+        generated = step("catalogue", run_generate, storage, client, countries_from_places(eligible),
+                         scale=request.scale, seed=request.seed, out=out)
+        fp = generated["manifest_fingerprint"]
+    else:
+        fp = request.fingerprint
+    run_id, resumed = _run_receipt(storage, request, fp, ph)
+    ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
+    summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed})
+    print(f"\nrun_id {run_id}{' (resumed)' if resumed else ''}  seed {request.seed}  fingerprint {fp[:16]}...  "
+          f"parameter_hash {ph[:16]}...", file=out, flush=True)
+
+    with _performance_report(storage, ident, client):
+        step("s0-s3 requirements", run_s3, storage, client, ident,
+             countries_with_weights=countries_with_tiles(storage, ph), out=out)
+        through = request.through
+        if through != "s3":
+            place_through = through if through in PLACE_STATES else "s6"
+            step(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
+                 prepared["countries_sha256"], through=place_through,
+                 config=PlaceConfig(part_sites=request.part_sites), out=out)
+        if through in ("s8", "s9"):
+            step("s7-s8 synthesis", run_s7_s8, storage, client, ident, out=out)
+        result = None
+        if through == "s9":
+            result = step("s9 validation", run_s9, storage, client, request.seed, fp, parameter_hash=ph, out=out)
+    summary.states = _state_rows(storage, ident, states)
+    summary.slowest_countries = _slowest_countries(storage, ident)
+    summary.outputs = _outputs(storage, ident, through)
+    if result is not None:
+        summary.passed = bool(result.passed)
+        if not result.passed:
+            summary.failure = {"codes": list(result.failed_codes)}
+    summary.wall_seconds = round(time.perf_counter() - t_run, 3)
+    storage.write_json(path_for("run_folder", **ident.tokens) + "run_summary.json", asdict(summary))
+    _print_summary(summary, out)
+    return summary
+
+
+def prepared_grid(prepared: dict[str, Any]):
+    from segment1b.grid import Grid
+
+    return Grid.from_params(prepared["grid_params"])
+
+
+def _run_receipt(storage: Storage, request: RunRequest, fp: str, ph: str) -> tuple[str, bool]:
+    """The run_id of this identity: kept from an earlier (interrupted) run, else a new one."""
+    rel = path_for("run_receipt", seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph)
+    if storage.exists(rel):
+        return storage.read_json(rel)["run_id"], True
+    run_id = new_run_id()
+    storage.write_json(rel, {"run_id": run_id, "seed": request.seed, "manifest_fingerprint": fp,
+                             "parameter_hash": ph, "created_utc": utc_now(), "build_commit": build_commit(),
+                             "request": asdict(request)})
+    return run_id, False
+
+
+class _performance_report:
+    """``distributed.performance_report`` saved next to the run receipt (HTML)."""
+
+    def __init__(self, storage: Storage, ident: RunIdentity, client):
+        self.storage, self.ident, self.client = storage, ident, client
+
+    def __enter__(self):
+        from distributed import performance_report
+
+        self.tmp = tempfile.NamedTemporaryFile(suffix=".html", delete=False)
+        self.tmp.close()
+        self.report = performance_report(filename=self.tmp.name)
+        self.report.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.report.__exit__(*exc)
+            with open(self.tmp.name, "rb") as fh:
+                self.storage.write_bytes(path_for("run_folder", **self.ident.tokens) + "performance_report.html",
+                                         fh.read())
+        except Exception:  # a missing performance report must never hide the run's own outcome
+            if exc[0] is None:
+                raise
+        finally:
+            os.unlink(self.tmp.name)
+        return False
+
+
+def _read_report(storage: Storage, state: str, ident: RunIdentity) -> dict[str, Any] | None:
+    tokens = {"parameter_hash": ident.parameter_hash} if state in ("s1", "s2") else \
+        {"manifest_fingerprint": ident.manifest_fingerprint} if state == "s0" else ident.tokens
+    rel = report_path(state, **tokens)
+    return storage.read_json(rel) if storage.exists(rel) else None
+
+
+def _state_rows(storage: Storage, ident: RunIdentity, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"):
+        rep = _read_report(storage, s, ident)
+        if rep is not None:
+            rows.append({"state": s, "rows": rep.get("rows"), "seconds": rep.get("wall_seconds"),
+                         "peak_worker_rss_bytes": rep.get("peak_worker_rss_max_bytes")})
+    return rows + [{"step": s["state"], "seconds": s["seconds"]} for s in steps]
+
+
+def _slowest_countries(storage: Storage, ident: RunIdentity, k: int = 10) -> list[dict[str, Any]]:
+    """Countries by task seconds summed over S4-S6 (where the long tail shows)."""
+    total: dict[str, dict[str, float]] = {}
+    for s in ("s4", "s5", "s6"):
+        rep = _read_report(storage, s, ident)
+        for c in (rep or {}).get("countries", []):
+            row = total.setdefault(c["country_iso"], {"seconds": 0.0, "sites": 0})
+            row["seconds"] += c["seconds"]
+            if s == "s6":
+                row["sites"] = c["rows"]
+    rows = [{"country_iso": c, "seconds": round(v["seconds"], 3), "sites": int(v["sites"])} for c, v in total.items()]
+    return sorted(rows, key=lambda r: (-r["seconds"], r["country_iso"]))[:k]
+
+
+def _outputs(storage: Storage, ident: RunIdentity, through: str) -> dict[str, str]:
+    outs = {"run_folder": storage.url(path_for("run_folder", **ident.tokens)),
+            "reports": storage.url("control/")}
+    if through in ("s8", "s9"):
+        outs["site_locations"] = storage.url(path_for("site_locations", seed=ident.seed,
+                                                      manifest_fingerprint=ident.manifest_fingerprint))
+    if through == "s9":
+        outs["validation_bundle"] = storage.url(path_for("validation_bundle_1B",
+                                                         manifest_fingerprint=ident.manifest_fingerprint))
+    return outs
+
+
+def _print_summary(summary: RunSummary, out) -> None:
+    print("\n== summary ==", file=out)
+    for row in summary.states:
+        if "state" in row:
+            rss = row.get("peak_worker_rss_bytes") or 0
+            print(f"  {row['state']:<4} {row['rows'] or 0:>12,} rows  {row['seconds'] or 0:>8.2f} s"
+                  + (f"  peak worker {rss / 2**20:,.0f} MiB" if rss else ""), file=out)
+    print("  slowest countries (S4-S6 task seconds): " + ", ".join(
+        f"{r['country_iso']} {r['seconds']:.2f}s" for r in summary.slowest_countries), file=out)
+    for name, url in summary.outputs.items():
+        print(f"  {name}: {url}", file=out)
+    print(f"  total {summary.wall_seconds:.1f} s", file=out)
+    if summary.passed is True:
+        print("PASS  _passed.flag written; site_locations validated", file=out)
+    elif summary.passed is False:
+        print(f"FAIL  {', '.join(summary.failure['codes'])} (see the validation bundle)", file=out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run the segment S0-S9 end to end (prepares and generates what is missing)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_root_options(p)
+    p.add_argument("--seed", type=int, required=True, help="u64 seed of the run")
+    p.add_argument("--scale", default="reference", choices=sorted(SCALES),
+                   help="outlet catalogue scale to generate (default reference, ~32 200 outlets)")
+    p.add_argument("--fingerprint", default=None, help="use the published outlet catalogue with this "
+                   "manifest_fingerprint instead of generating one")
+    p.add_argument("--grid", default=None, help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster "
+                   "defines its own grid)")
+    p.add_argument("--raster", default=None, help="population GeoTIFF (lon/lat), enables basis population")
+    p.add_argument("--countries", default=None, help="country polygons (GeoParquet/GeoPackage/Shapefile); default "
+                   "the embedded Natural Earth 10 m countries")
+    p.add_argument("--iso-column", default=None, help="ISO alpha-2 column of --countries")
+    p.add_argument("--basis", default=None, choices=["uniform", "area_m2", "population", "population_proxy"],
+                   help="tile weight basis (default population with --raster, else population_proxy)")
+    p.add_argument("--dp", type=int, default=8, help="decimal places of the fixed-point weights (default 8)")
+    p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
+    p.add_argument("--part-sites", type=int, default=PlaceConfig.part_sites,
+                   help="sites per output part of S4-S8 (layout constant; default 2^20)")
+    add_cluster_options(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace, out=None) -> int:
+    out = out if out is not None else sys.stdout
+    grid = args.grid if args.grid is not None else (None if args.raster else "5m")
+    request = RunRequest(seed=args.seed, scale=args.scale, grid=grid, raster=args.raster, countries=args.countries,
+                         iso_column=args.iso_column, basis=args.basis, dp=args.dp, fingerprint=args.fingerprint,
+                         through=args.through, part_sites=args.part_sites)
+    with open_session(args, out=out) as (storage, client):
+        try:
+            summary = run_pipeline(storage, client, request, out=out)
+        except Segment1BError as exc:
+            print(f"\nFAIL  {exc.code}", file=out)
+            raise
+    return 0 if summary.passed in (True, None) else 4

@@ -1,0 +1,192 @@
+"""S7 synthesis and S8 ``site_locations`` egress, one Dask task per merchant-major part.
+
+Graph: one task ``s7-synth-NNN-<token>`` per part ``NNN`` of S5/S6.  It reads S5 part ``NNN`` (4 columns)
+and S6 part ``NNN`` (6 columns), the outlet-catalogue row groups whose merchant_id statistics overlap the
+part's merchant range, runs :func:`segment1b.s7_synthesis.synthesize_part`, and writes S7 part ``NNN`` and
+``site_locations`` part ``NNN`` into their staging folders.  Why per part and not per country: see
+:mod:`segment1b.s7_synthesis`.  When every task succeeded both partitions are published (write-once);
+on any failure the staging folders are removed and nothing is published.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from segment1b.contracts import dataset, path_for
+from segment1b.errors import IntegrityError
+from segment1b.grid import Grid
+from segment1b.identity import RunIdentity, utc_now
+from segment1b.keys import iso_u16
+from segment1b.s7_synthesis import CATALOGUE_COLUMNS, S5_COLUMNS, S6_COLUMNS, synthesize_part
+from segment1b.s8_egress import ENCODINGS, site_locations_part
+from segment1b.storage import Storage, part_name, write_parquet_bytes
+
+from .parameters import load_parameters
+from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
+                    read_catalogue_keys, read_part)
+from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
+from .tiles import RowGroupRef
+
+__all__ = ["run_s7_s8"]
+
+S7, S8 = "s7_site_synthesis", "site_locations"
+
+
+def _synth_part(storage: Storage, part: int, s5_rel: str | None, s6_rel: str | None,
+                cat_refs: list[RowGroupRef],
+                lo: int, hi: int, grid: Grid, staging7: str, staging8: str) -> dict[str, Any]:
+    """Task: S7 and S8 part ``part``; returns rows and rows per country."""
+    s5 = read_part(storage, s5_rel, dataset("s5_site_tile_assignment").schema, S5_COLUMNS,
+                   "s5_site_tile_assignment")
+    s6 = read_part(storage, s6_rel, dataset("s6_site_jitter").schema, S6_COLUMNS, "s6_site_jitter")
+    catalogue = read_catalogue_keys(storage, cat_refs, lo, hi).select(list(CATALOGUE_COLUMNS))
+    s7 = synthesize_part(s5, s6, catalogue, grid)
+    s8 = site_locations_part(s7)
+    storage.write_part(staging7, part_name(part), write_parquet_bytes(s7, dataset(S7), encodings=ENCODINGS))
+    storage.write_part(staging8, part_name(part), write_parquet_bytes(s8, dataset(S8), encodings=ENCODINGS))
+    codes, counts = np.unique(iso_u16(s7["legal_country_iso"]), return_counts=True)
+    countries = {chr(int(c) >> 8) + chr(int(c) & 0xFF): int(n) for c, n in zip(codes, counts)}
+    return {"part": part, "rows": s7.num_rows, "countries": countries}
+
+
+def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict[str, Any]:
+    """Run S7 and S8 for a run identity and publish ``s7_site_synthesis`` and ``site_locations``.
+
+    Computes eagerly on the cluster.  Already published (both) → nothing to do.
+
+    Parameters
+    ----------
+    storage : Storage
+    client : distributed.Client
+    ident : RunIdentity
+        seed, manifest_fingerprint, parameter_hash (run_id is not used: S7/S8 draw no random numbers).
+    out : text stream, optional
+        Progress display (default stdout).
+
+    Returns
+    -------
+    dict
+        ``{"s7": {...}, "s8": {...}}`` with rows, seconds, report path and receipt (or ``{"skipped": True}``).
+
+    Raises
+    ------
+    IntegrityError
+        ``E701``/``E702``/``E703``/``E707``/``E708`` from the parts (the first failure, with its rows);
+        ``E701``/``E702`` when S5 or S6 is not published, ``E708`` when the catalogue is not.
+    """
+    out = out if out is not None else sys.stdout
+    t_start = time.perf_counter()
+    started = utc_now()
+    tokens = ident.tokens
+    target7 = path_for(S7, **tokens)
+    target8 = path_for(S8, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
+    if storage.is_published(target7) and storage.is_published(target8):
+        print(f"  s7-s8: {S7} and {S8} already published; nothing to do", file=out)
+        return {"s7": {"skipped": True}, "s8": {"skipped": True}}
+
+    rel5, rel6 = path_for("s5_site_tile_assignment", **tokens), path_for("s6_site_jitter", **tokens)
+    if not storage.is_published(rel5):
+        raise IntegrityError("E702_ROW_EXTRA",
+                             "s5_site_tile_assignment is not published, so no S6 row has a site",
+                             dataset=S7, path=storage.url(rel5), hint="run S4-S6 first (`segment1b run`)")
+    if not storage.is_published(rel6):
+        raise IntegrityError("E701_ROW_MISSING",
+                             "s6_site_jitter is not published, so no S5 site has a jitter row",
+                             dataset=S7, path=storage.url(rel6),
+                             hint="run S6 first (`segment1b run` resumes it)")
+    cat_rel = path_for("outlet_catalogue", seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
+    if not storage.is_published(cat_rel):
+        raise IntegrityError("E708_1A_COVERAGE_FAIL",
+                             "the outlet catalogue is not published, so coverage cannot "
+                             "be checked", dataset=S7, path=storage.url(cat_rel))
+    grid = load_parameters(storage, ident.parameter_hash).grid
+    parts5, _ = part_files(storage, rel5)
+    parts6, _ = part_files(storage, rel6)
+    indices = sorted(set(parts5) | set(parts6)) or [0]  # no sites at all: one empty part, still checked
+    maxima = [merchant_max(storage, parts5[p], "s5_site_tile_assignment") if p in parts5 else
+              merchant_max(storage, parts6[p], "s6_site_jitter") if p in parts6 else None for p in indices]
+    ranges = merchant_ranges(maxima)
+    catalogue = CatalogueIndex(storage, cat_rel)
+
+    inputs = sorted(parts5.values()) + sorted(parts6.values()) + storage.parquet_parts(cat_rel)
+    tok = token_of(S7, storage.root_url, *sorted(tokens.items()), *file_stamps(storage, inputs))
+    staging7, staging8 = storage.staging_path(target7, tok), storage.staging_path(target8, tok)
+    for s in (staging7, staging8):
+        storage.remove(s)  # leftovers of an interrupted run; parts are rewritten whole
+    _reset_peaks(client)
+    futures: dict[str, Any] = {}
+    for p, (lo, hi) in zip(indices, ranges):
+        size = storage.fs.size(storage.abspath(parts5[p])) if p in parts5 else 0
+        key = task_key("s7", "synth", None, p, tok)
+        futures[key] = client.submit(timed(_synth_part), storage, p, parts5.get(p), parts6.get(p),
+                                     catalogue.refs(lo, hi), lo, hi, grid, staging7, staging8, key=key,
+                                     priority=int(size))
+    try:
+        results = gather(client, futures, "s7-s8", out)
+        receipt7 = {"partition_path": target7, "sha256_hex": storage.publish(staging7, target7, S7)}
+        receipt8 = {"partition_path": target8, "sha256_hex": storage.publish(staging8, target8, S8)}
+    except BaseException:
+        for s in (staging7, staging8):
+            storage.remove(s)
+        raise
+    wall = time.perf_counter() - t_start
+    records = sorted(results.values(), key=lambda r: r["part"])
+    peaks = _peaks(client)
+    summary: dict[str, Any] = {}
+    for state, ds, receipt in (("s7", S7, receipt7), ("s8", S8, receipt8)):
+        report = _report(state, ds, ident, records, receipt, wall, peaks, client, started,
+                         catalogue_rows=catalogue.rows)
+        path = write_run_report(storage, report, **tokens)
+        summary[state] = {"rows": report.rows, "seconds": wall, "report": path, "receipt": receipt}
+    return summary
+
+
+def _report(state: str, ds: str, ident: RunIdentity, records: list[dict[str, Any]], receipt: dict[str, str],
+            wall: float, peaks: dict[str, int], client, started: str, *, catalogue_rows: int) -> StateReport:
+    rows_by_country: dict[str, int] = defaultdict(int)
+    secs_by_country: dict[str, float] = defaultdict(float)
+    for r in records:
+        for c, n in r["countries"].items():
+            rows_by_country[c] += n
+            # S7 cost is linear in rows and the same for every country (no geometry), so a part's time is
+            # shared among its countries by rows
+            secs_by_country[c] += r["_wall_s"] * n / max(r["rows"], 1)
+    report = StateReport(state=state, dataset=ds, identity={**ident.tokens},
+                         rows=sum(r["rows"] for r in records), receipts=[receipt], wall_seconds=wall,
+                         task_cpu_seconds=sum(r["_cpu_s"] for r in records),
+                         workers=len(client.scheduler_info()["workers"]), peak_worker_rss_bytes=peaks,
+                         countries=_country_rows(rows_by_country, secs_by_country), started_utc=started)
+    report.extra.update(
+        parts=len(records), catalogue_rows=catalogue_rows,
+        rows_by_country=dict(sorted(rows_by_country.items())),
+        country_seconds_basis="part wall time shared among the part's countries by rows",
+        part_timings=[{"part": r["part"], "rows": r["rows"], "seconds": round(r["_wall_s"], 4)}
+                      for r in records])
+    return report
+
+
+def _country_rows(rows: dict[str, int], secs: dict[str, float]) -> list[dict[str, Any]]:
+    """Per-country rows and seconds, slowest first (contract §11)."""
+    table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs.get(c, 0.0), 4)} for c in rows]
+    return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
+
+
+def _reset_peaks(client) -> None:
+    try:
+        from cluster import reset_worker_memory_peaks
+    except ImportError:  # pragma: no cover - cluster is part of this distribution
+        return
+    reset_worker_memory_peaks(client)
+
+
+def _peaks(client) -> dict[str, int]:
+    try:
+        from cluster import worker_memory_peaks
+    except ImportError:  # pragma: no cover
+        return {}
+    return worker_memory_peaks(client)

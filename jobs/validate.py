@@ -1,0 +1,787 @@
+"""S9 validation as a Dask job, and the ``segment1b validate`` command.
+
+Graph, per merchant-major part ``NNN`` (the same index in S5, S6, S7, ``site_locations`` and the event logs):
+
+* ``s9-tables-NNN-<token>`` reads S5, S6, S7 and ``site_locations`` part ``NNN`` (each file read once,
+  hashed and parsed from memory) and the outlet-catalogue row groups of the part's merchant range, and runs
+  :func:`segment1b.s9_validation.check_part_tables` (schema, order, keys, parity, coverage, pixel, country);
+* ``s9-rng5-NNN-<token>`` / ``s9-rng6-NNN-<token>`` stream the ``site_tile_assign`` / ``in_cell_jitter``
+  event file ``part-NNNNN.jsonl`` in 32 MiB chunks (hashing it on the way) with the S5 / S6 part and run
+  :func:`segment1b.s9_validation.check_part_events`.  Parsing JSON lines is most of S9's cost, so it gets
+  its own tasks that run beside the dataset checks, largest first;
+* ``s9-digest-NNN-<token>`` hash whole partitions for the finality check.
+
+Tasks return findings and small summaries only; the client then runs the global checks (order across
+parts, RNG totals against the trace, audit record, row counts, run_id coherence, receipts), writes the
+bundle and publishes it.
+
+Which run_id: the run receipt at ``path_for("run_receipt", ...)`` when it exists; otherwise the logs for
+(seed, parameter_hash) must hold exactly one ``run_id=`` folder (else E912).  Which parameter_hash: the
+caller's, or the only one under which S5/S6/S7 are published for (seed, fingerprint) (else E912).
+
+Bundle policy (write-once and re-validation):
+
+* PASS: the bundle with ``_passed.flag`` is published at ``path_for("validation_bundle_1B")``.  Bundle
+  bytes are deterministic, so validating the same files again publishes the same bytes: a no-op.
+* FAIL: the bundle (no flag) is published at ``path_for("validation_failed_1B", attempt=<first 16 hex of
+  the bundle digest>)``, a sibling tree that never blocks the normal path: after a fix, a passing
+  validation still publishes there.  Identical failing validations share one attempt folder.
+* A PASS bundle that differs from one already published at the normal path (other logs or another
+  validator version) is refused (E913, recorded in a failed bundle): a published PASS is never replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import posixpath
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from segment1b import rng
+from segment1b import s9_validation as s9
+from segment1b.contracts import TOKEN_PATTERNS, path_for, report_path
+from segment1b.errors import InputError, IntegrityError, PublishError
+from segment1b.grid import Grid
+from segment1b.identity import RunIdentity, utc_now
+from segment1b.storage import Storage
+
+from .parameters import load_parameters
+from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
+                    parquet_from_bytes,
+                    read_catalogue_keys)
+from .refcache import country_geometry
+from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
+from .tiles import RowGroupRef
+
+__all__ = ["ValidationResult", "run_s9", "register"]
+
+S5, S6, S7, S8 = s9.S5, s9.S6, s9.S7, s9.S8
+LABELS = (rng.S5_LABEL, rng.S6_LABEL)
+CHUNK_BYTES = 32 * 2**20
+BUNDLE = "validation_bundle_1B"
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of one S9 validation (see :func:`run_s9`)."""
+
+    passed: bool
+    seed: int
+    manifest_fingerprint: str
+    parameter_hash: str | None
+    run_id: str | None
+    failed_codes: list[str]
+    findings: list[dict[str, Any]]
+    bundle_path: str | None
+    flag_sha256_hex: str | None
+    report_path: str | None = None
+    rows: int = 0
+    wall_seconds: float = 0.0
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def raise_for_status(self) -> None:
+        """Raise the first failure as an :class:`IntegrityError` (with its code), unless it passed."""
+        if self.passed:
+            return
+        first = self.findings[0] if self.findings else {"code": "E908_BUNDLE_CONTENTS",
+                                                        "message": "no findings",
+                                                        "examples": []}
+        raise IntegrityError(first["code"], f"S9 validation failed ({', '.join(self.failed_codes)}): "
+                             f"{first['message']}", dataset=BUNDLE, path=self.bundle_path,
+                             rows=first.get("examples", []))
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """Recipe of one part check (paths and options only; the task opens the files)."""
+
+    storage: Storage
+    part: int
+    rels: dict[str, str | None]  # S5/S6/S7/S8 and the two labels -> relative path of the part file
+    catalogue_refs: tuple[RowGroupRef, ...] | None  # None: no catalogue to compare with
+    lo: int
+    hi: int
+    grid: Grid
+    countries_sha256: str
+    expect: s9.Expect
+    master: bytes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tasks
+
+
+def _jsonl_chunks(storage: Storage, rel: str, digest, chunk_bytes: int = CHUNK_BYTES) -> Iterator[memoryview]:
+    """Whole-line chunks of a JSONL file, hashing every byte on the way.
+
+    One reusable buffer: each chunk is a view of it, valid until the next one is requested (the parser
+    copies what it keeps), and only the partial last line is moved, so no block is copied in Python.
+    """
+    buf = bytearray(chunk_bytes)
+    view = memoryview(buf)
+    have = 0  # bytes of a partial line at the start of the buffer
+    with storage.fs.open(storage.abspath(rel), "rb") as fh:
+        while True:
+            if have == len(buf):  # one line longer than the buffer: grow it
+                view.release()
+                buf.extend(bytes(len(buf)))
+                view = memoryview(buf)
+            n = fh.readinto(view[have:])
+            if not n:
+                break
+            digest.update(view[have:have + n])
+            end = have + n
+            cut = buf.rfind(b"\n", 0, end) + 1
+            if cut:
+                yield view[:cut]
+            have = end - cut
+            buf[:have] = buf[cut:end]
+    if have:
+        yield view[:have]
+
+
+def _read_tables(storage: Storage, rels: dict[str, str | None], datasets, findings: s9.Findings | None,
+                 files: dict[str, dict[str, Any]] | None, part: int) -> dict[str, Any]:
+    """Read part files once each (hashing them when ``files`` is given); unreadable -> None (+ a finding)."""
+    tables: dict[str, Any] = {}
+    for ds in datasets:
+        rel = rels.get(ds)
+        tables[ds] = None
+        if rel is None:
+            continue
+        data = storage.read_bytes(rel)
+        if files is not None:
+            files[rel] = {"sha256_hex": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        try:
+            tables[ds] = parquet_from_bytes(data)
+        except Exception as exc:  # any decoding failure of a published file is a finding, not a crash
+            if findings is not None:
+                findings.add("files", "E904_EGRESS_SCHEMA", f"{ds} part is not readable Parquet", 1,
+                             [{"part": part, "path": rel, "error": f"{type(exc).__name__}: {exc}"[:300]}])
+    return tables
+
+
+def _geometries(job: PartJob, isos) -> dict[str, Any]:
+    out = {}
+    for iso in sorted(isos):
+        try:
+            out[iso] = country_geometry(job.storage, job.countries_sha256, iso)
+        except InputError:
+            out[iso] = None
+    return out
+
+
+def _tables_task(job: PartJob) -> dict[str, Any]:
+    """Task ``s9-tables-NNN``: dataset checks of one part (schema, order, parity, coverage, geometry)."""
+    import pyarrow.compute as pc
+
+    findings = s9.Findings()
+    files: dict[str, dict[str, Any]] = {}
+    tables = _read_tables(job.storage, job.rels, s9.DATASETS, findings, files, job.part)
+    catalogue = None
+    if job.catalogue_refs is not None:
+        catalogue = read_catalogue_keys(job.storage, list(job.catalogue_refs), job.lo, job.hi)
+    t7 = tables.get(S7)
+    isos = set()
+    if t7 is not None and "legal_country_iso" in t7.column_names:
+        isos = {v for v in pc.unique(t7["legal_country_iso"]).to_pylist() if isinstance(v, str)}
+    summary = s9.check_part_tables(job.part, tables, catalogue, _geometries(job, isos), job.grid, job.expect,
+                                   findings)
+    return {"kind": "tables", "part": job.part, "findings": findings.to_list(), "summary": summary,
+            "files": files}
+
+
+def _events_task(job: PartJob, label: str) -> dict[str, Any]:
+    """Task ``s9-rng5-NNN`` / ``s9-rng6-NNN``: RNG accounting of one part's event file."""
+    findings = s9.Findings()
+    rel = job.rels[label]
+    ds = S5 if label == rng.S5_LABEL else S6
+    table = _read_tables(job.storage, job.rels, [ds], None, None, job.part)[ds]
+    h = hashlib.sha256()
+    check = "rng_s5" if label == rng.S5_LABEL else "rng_s6"
+    try:
+        events = s9.parse_events(_jsonl_chunks(job.storage, rel, h), label, job.expect)
+    except (ValueError, UnicodeDecodeError) as exc:
+        findings.add(check, "E907_RNG_BUDGET", f"{label} event log is not valid event JSON lines", 1,
+                     [{"part": job.part, "path": rel, "error": str(exc)[:300]}])
+        h = hashlib.sha256(job.storage.read_bytes(rel))  # the whole file's digest, for the manifest
+        summary = {"events": 0, "draws": 0, "blocks": 0, "run_ids": [], "unreadable": True}
+    else:
+        codes = np.unique(events.columns["legal_country_iso"]) if label == rng.S6_LABEL else []
+        isos = {chr(int(c) >> 8) + chr(int(c) & 0xFF) for c in codes}
+        summary = s9.check_part_events(job.part, events, table, _geometries(job, isos), job.grid, job.expect,
+                                       job.master, findings)
+    size = job.storage.fs.size(job.storage.abspath(rel))
+    return {"kind": label, "part": job.part, "findings": findings.to_list(), "summary": summary,
+            "files": {rel: {"sha256_hex": h.hexdigest(), "bytes": size}}}
+
+
+def _digest_task(storage: Storage, rel: str) -> dict[str, Any]:
+    return {"partition_path": rel, "sha256_hex": storage.partition_digest(rel)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the job
+
+
+def _children(storage: Storage, rel: str, token: str) -> list[str]:
+    """Values of ``token=`` sub-folders of a folder (hidden staging folders excluded), validated."""
+    base = storage.abspath(rel)
+    if not storage.fs.exists(base):
+        return []
+    out = []
+    for entry in storage.fs.ls(base, detail=True):
+        name = posixpath.basename(entry["name"].rstrip("/"))
+        if entry.get("type") == "directory" and name.startswith(token + "="):
+            value = name[len(token) + 1:]
+            if TOKEN_PATTERNS[token].match(value):
+                out.append(value)
+    return sorted(out)
+
+
+def _parent(rel: str) -> str:
+    return posixpath.dirname(rel.rstrip("/")) + "/"
+
+
+def _parameter_hashes(storage: Storage, seed: int, fp: str) -> list[str]:
+    found: set[str] = set()
+    for ds in (S5, S6, S7):
+        found.update(_children(storage, _parent(path_for(ds, seed=seed, manifest_fingerprint=fp,
+                                                         parameter_hash="0" * 64)), "parameter_hash"))
+    return sorted(found)
+
+
+def _resolve_run_id(storage: Storage, ident: RunIdentity, findings: s9.Findings) -> str:
+    receipt_rel = path_for("run_receipt", **ident.tokens)
+    log_ids: set[str] = set()
+    probe = {"seed": ident.seed, "parameter_hash": ident.parameter_hash, "run_id": "0" * 32}
+    for label in LABELS:
+        log_ids.update(_children(storage, _parent(path_for("rng_events", substream_label=label, **probe)),
+                                 "run_id"))
+    log_ids.update(_children(storage, _parent(_parent(path_for("rng_audit_log", **probe))), "run_id"))
+    if storage.exists(receipt_rel):
+        try:
+            receipt = storage.read_json(receipt_rel)
+            run_id = str(receipt["run_id"])
+            if not TOKEN_PATTERNS["run_id"].match(run_id):
+                raise ValueError(f"run_id {run_id!r} is not 32 lowercase hex")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            findings.add("identity_coherence", "E912_IDENTITY_COHERENCE", "the run receipt is not readable",
+                         1, [{"path": receipt_rel, "error": str(exc)}])
+            return ""
+        other = [{"field": k, "receipt": receipt[k], "expected": v} for k, v in ident.tokens.items()
+                 if k in receipt and receipt[k] != v]
+        findings.add("identity_coherence", "E912_IDENTITY_COHERENCE", "the run receipt names another identity",
+                     len(other), other)
+        if run_id not in log_ids:
+            findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
+                         "the run receipt's run_id has no RNG logs",
+                         1, [{"run_id": run_id, "log_run_ids": sorted(log_ids)}])
+        return run_id
+    if len(log_ids) != 1:
+        findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
+                     "no run receipt, and the RNG logs do not hold exactly one run_id", 1,
+                     [{"log_run_ids": sorted(log_ids), "run_receipt": receipt_rel}])
+        return ""
+    return next(iter(log_ids))
+
+
+def _receipts(storage: Storage, ident: RunIdentity) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {}
+    for state, ds in (("s5", S5), ("s6", S6), ("s7", S7), ("s8", S8)):
+        target = (path_for(ds, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint) if ds == S8
+                  else path_for(ds, **ident.tokens))
+        out[ds] = None
+        rel = report_path(state, **ident.tokens)
+        if storage.exists(rel):
+            try:
+                for r in storage.read_json(rel).get("determinism_receipt", []):
+                    if r.get("partition_path") == target:
+                        out[ds] = r
+            except (ValueError, AttributeError):
+                pass
+    return out
+
+
+def _s3_sites(storage: Storage, ident: RunIdentity) -> int | None:
+    import pyarrow.compute as pc
+
+    rel = path_for("s3_requirements", **ident.tokens)
+    if not storage.is_published(rel):
+        return None
+    columns = (storage.read_parquet(p, ["n_sites"], dataset_id="s3_requirements")["n_sites"]
+               for p in storage.parquet_parts(rel))
+    return int(sum(pc.sum(c).as_py() or 0 for c in columns))
+
+
+def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
+           parameter_hash: str | None = None,
+           out=None) -> ValidationResult:
+    """Validate the published S5-S8 datasets and RNG logs of (seed, fingerprint); publish the S9 bundle.
+
+    Computes eagerly on the cluster (per-part checks) and on the client (global checks, bundle).  Never
+    raises for bad data: every failed check is in the result and in the bundle's ``s9_summary.json``.
+
+    Parameters
+    ----------
+    storage : Storage
+    client : distributed.Client
+    seed : int
+    manifest_fingerprint : str
+    parameter_hash : str, optional
+        Needed only when several parameter sets were run for (seed, fingerprint).
+    out : text stream, optional
+        Progress and summary (default stdout).
+
+    Returns
+    -------
+    ValidationResult
+        ``passed`` is True only when every check passed and the flagged bundle is published.
+
+    Raises
+    ------
+    PublishError
+        ``E_PUBLISH_IO`` when no bundle can be written at all (read-only or full data root).
+    """
+    out = out if out is not None else sys.stdout
+    t0 = time.perf_counter()
+    started = utc_now()
+    findings = s9.Findings()
+    counts: dict[str, dict[str, Any]] = defaultdict(dict)
+    fp = manifest_fingerprint
+    # -- identity --------------------------------------------------------------------------------------
+    if parameter_hash is None:
+        hashes = _parameter_hashes(storage, seed, fp)
+        if len(hashes) != 1:
+            findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
+                         "S5-S7 are not published under exactly one parameter_hash for (seed, fingerprint)",
+                         1, [{"parameter_hashes": hashes, "hint": "pass --parameter-hash"}])
+            return _finish(storage, client, findings, counts, seed, fp, None, "", None, {}, {}, t0, started,
+                           out)
+        parameter_hash = hashes[0]
+    ident = RunIdentity(seed=seed, manifest_fingerprint=fp, parameter_hash=parameter_hash)
+    try:
+        params = load_parameters(storage, parameter_hash)
+    except InputError as exc:
+        findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
+                     "the parameters of the run cannot be loaded", 1,
+                     [{"error": exc.message, "path": exc.path}])
+        return _finish(storage, client, findings, counts, seed, fp, parameter_hash, "", None, {}, {}, t0,
+                       started, out)
+    run_id = _resolve_run_id(storage, ident, findings)
+    expect = s9.Expect(seed, fp, parameter_hash, run_id)
+    ident = RunIdentity(seed=seed, manifest_fingerprint=fp, parameter_hash=parameter_hash, run_id=run_id)
+
+    # -- what is published -----------------------------------------------------------------------------
+    rels = {S5: path_for(S5, **ident.tokens), S6: path_for(S6, **ident.tokens),
+            S7: path_for(S7, **ident.tokens),
+            S8: path_for(S8, seed=seed, manifest_fingerprint=fp)}
+    if run_id:
+        for label in LABELS:
+            rels[label] = path_for("rng_events", substream_label=label, **ident.log_tokens)
+    parts: dict[str, dict[int, str]] = {}
+    for name, rel in rels.items():
+        suffix = "jsonl" if name in LABELS else "parquet"
+        if not storage.is_published(rel):
+            findings.add("files", "E901_ROW_MISSING", f"{name} is not published", 1, [{"path": rel}])
+            parts[name] = {}
+            continue
+        parts[name], others = part_files(storage, rel, suffix)
+        findings.add("files", "E902_ROW_EXTRA", f"{name} holds files that are not part-NNNNN.{suffix}",
+                     len(others),
+                     [{"path": p} for p in others])
+    indices = sorted(set().union(*(set(p) for p in parts.values()))) or [0]
+    for name, by_index in parts.items():
+        if name not in rels or not storage.is_published(rels[name]):
+            continue
+        missing = [i for i in indices if i not in by_index]
+        findings.add("files", "E901_ROW_MISSING", f"{name} misses part files that other datasets have",
+                     len(missing),
+                     [{"path": rels[name], "part": i} for i in missing])
+    maxima = []
+    for i in indices:
+        mx = None
+        for ds in (S8, S7, S5, S6):
+            if i in parts.get(ds, {}):
+                mx = merchant_max(storage, parts[ds][i], ds)
+                if mx is not None:
+                    break
+        maxima.append(mx)
+    ranges = merchant_ranges(maxima)
+    cat_rel = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=fp)
+    catalogue = CatalogueIndex(storage, cat_rel) if storage.is_published(cat_rel) else None
+    if catalogue is None:
+        findings.add("catalogue_coverage", "E901_ROW_MISSING",
+                     "the outlet catalogue is not published, so coverage "
+                     "cannot be checked", 1, [{"path": cat_rel}])
+
+    # -- per-part checks and partition digests on the cluster -----------------------------------------
+    master = rng.master_material(seed, fp)
+    inputs = sorted(r for by_index in parts.values() for r in by_index.values())
+    tok = token_of("s9", storage.root_url, seed, fp, parameter_hash, run_id, *file_stamps(storage, inputs))
+    _reset_peaks(client)
+    futures: dict[str, Any] = {}
+    stages: dict[str, str] = {}
+    for i, (lo, hi) in zip(indices, ranges):
+        job = PartJob(storage, i, {name: parts[name].get(i) for name in parts},
+                      tuple(catalogue.refs(lo, hi)) if catalogue is not None else None, lo, hi, params.grid,
+                      params.countries_sha256, expect, master)
+        # one task for the dataset checks and one per event log, so the long JSON parses of a part run
+        # in parallel with other work (largest first)
+        size = sum(storage.fs.size(storage.abspath(job.rels[d])) for d in s9.DATASETS if job.rels.get(d))
+        key = task_key("s9", "tables", None, i, tok)
+        futures[key], stages[key] = client.submit(timed(_tables_task), job, key=key,
+                                                  priority=int(size)), "s9 tables"
+        for label, action in ((rng.S5_LABEL, "rng5"), (rng.S6_LABEL, "rng6")):
+            if job.rels.get(label) is None:
+                continue
+            key = task_key("s9", action, None, i, tok)
+            size = storage.fs.size(storage.abspath(job.rels[label]))
+            futures[key] = client.submit(timed(_events_task), job, label, key=key, priority=int(size))
+            stages[key] = f"s9 {action}"
+    digest_targets = {ds: rels[ds] for ds in (S5, S6, S7, S8) if storage.is_published(rels[ds])}
+    digest_targets["outlet_catalogue"] = cat_rel if catalogue is not None else None
+    digest_targets["s3_requirements"] = path_for("s3_requirements", **ident.tokens)
+    for n, (name, rel) in enumerate(sorted(digest_targets.items())):
+        if rel is None or not storage.is_published(rel):
+            continue
+        key = task_key("s9", "digest", None, n, tok)
+        futures[key] = client.submit(_digest_task, storage, rel, key=key, priority=-1)
+        stages[key] = "s9 digest"
+    results = gather(client, futures, "s9", out, stages=stages)
+    task_results = [r for r in results.values() if "kind" in r]
+    digests = {r["partition_path"]: r["sha256_hex"] for r in results.values() if "partition_path" in r}
+    for r in sorted(task_results, key=lambda r: (r["part"], r["kind"])):
+        findings.extend(r["findings"])
+    part_results = sorted((r for r in task_results if r["kind"] == "tables"), key=lambda r: r["part"])
+    event_results = {label: sorted((r for r in task_results if r["kind"] == label), key=lambda r: r["part"])
+                     for label in LABELS}
+    summaries = [r["summary"] for r in part_results]
+
+    # -- global checks -----------------------------------------------------------------------------------
+    s9.check_across_parts(summaries, findings)
+    totals: dict[str, dict[str, int]] = {}
+    for label in LABELS:
+        ev = [r["summary"] for r in event_results[label]]
+        draws = [e["draws"] for e in ev]
+        totals[label] = {"events": sum(e["events"] for e in ev), "blocks": sum(e["blocks"] for e in ev),
+                         "draws": None if any(d is None for d in draws) else sum(draws)}
+        seen = set().union(*(set(e["run_ids"]) for e in ev)) if ev else set()
+        if run_id and seen - {run_id}:
+            findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
+                         f"{label} events carry other run_ids", 1,
+                         [{"run_ids": sorted(seen)}])
+    audit = trace_final = None
+    if run_id:
+        audit_rel = path_for("rng_audit_log", **ident.log_tokens)
+        trace_rel = path_for("rng_trace_log", **ident.log_tokens)
+        audit_bytes = storage.read_bytes(audit_rel) if storage.exists(audit_rel) else None
+        trace_bytes = storage.read_bytes(trace_rel) if storage.exists(trace_rel) else None
+        audit = s9.check_audit(audit_bytes, expect, findings)
+        trace_final = s9.check_trace(trace_bytes, totals, expect, findings)
+        log_files = {rel: {"sha256_hex": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
+                     for rel, b in ((audit_rel, audit_bytes), (trace_rel, trace_bytes)) if b is not None}
+    else:
+        log_files = {}
+    rows = {ds: sum(s["rows"].get(ds, 0) for s in summaries) for ds in s9.DATASETS}
+    s3_sites = _s3_sites(storage, ident)
+    if s3_sites is None:
+        findings.add("row_counts", "E901_ROW_MISSING",
+                     "s3_requirements is not published, so its n_sites cannot be "
+                     "compared", 1, [{"path": digest_targets["s3_requirements"]}])
+    s9.check_row_counts(rows[S8], catalogue.rows if catalogue is not None else None, s3_sites, findings)
+    s9.check_receipts({ds: digests.get(rels[ds]) for ds in (S5, S6, S7, S8) if rels[ds] in digests},
+                      _receipts(storage, ident), findings)
+
+    files: dict[str, dict[str, Any]] = {}
+    for r in task_results:
+        files.update(r["files"])
+    files.update(log_files)
+    hist: dict[str, int] = defaultdict(int)
+    for r in event_results[rng.S6_LABEL]:
+        for a, n in r["summary"].get("attempt_histogram", {}).items():
+            hist[a] += n
+    countries: dict[str, int] = defaultdict(int)
+    secs: dict[str, float] = defaultdict(float)
+    wall_of_part: dict[int, float] = defaultdict(float)
+    for r in task_results:
+        wall_of_part[r["part"]] += r["_wall_s"]
+    for r in part_results:
+        s = r["summary"]
+        n_rows = max(sum(s["countries"].values()), 1)
+        for c, n in s["countries"].items():
+            countries[c] += n
+            secs[c] += wall_of_part[r["part"]] * n / n_rows
+    counts.update({
+        "files": {"parts": len(indices), "files_hashed": len(files)},
+        "schema": {"rows": rows}, "sort": {"parts": len(indices)}, "unique_keys": {"rows": rows},
+        "egress_parity": {"site_locations_rows": rows[S8], "s7_rows": rows[S7]},
+        "synthesis_parity": {"s5_rows": rows[S5], "s6_rows": rows[S6], "s7_rows": rows[S7]},
+        "catalogue_coverage": {"catalogue_rows": catalogue.rows if catalogue is not None else None},
+        "row_counts": {"site_locations_rows": rows[S8],
+                       "catalogue_rows": catalogue.rows if catalogue else None,
+                       "s3_n_sites": s3_sites},
+        "rng_s5": dict(totals.get(rng.S5_LABEL, {})),
+        "rng_s6": {**totals.get(rng.S6_LABEL, {}),
+                   "attempt_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0])))},
+        "rng_totals": {"trace_final": trace_final}, "rng_audit": {"records": 0 if audit is None else 1},
+        "point_in_pixel": {"points": rows[S7]}, "point_in_country": {"points": rows[S7],
+                                                                     "countries": len(countries)},
+        "finality": {"partitions": {rel: d for rel, d in sorted(digests.items())}},
+    })
+    state = {"ident": ident, "params": params, "rels": rels, "digests": digests, "files": files, "rows": rows,
+             "totals": totals, "trace_final": trace_final, "audit": audit, "parts": part_results,
+             "events": event_results, "tasks": task_results, "wall_of_part": dict(wall_of_part),
+             "catalogue_rows": catalogue.rows if catalogue is not None else None, "s3_sites": s3_sites,
+             "countries": countries, "secs": secs, "hist": dict(hist),
+             "inputs": {**{ds: rels[ds] for ds in (S5, S6, S7, S8)}, "outlet_catalogue": cat_rel,
+                        "s3_requirements": digest_targets["s3_requirements"]}}
+    return _finish(storage, client, findings, counts, seed, fp, parameter_hash, run_id, params, state, rels,
+                   t0, started, out)
+
+
+def _manifest(seed: int, fp: str, ph: str | None, run_id: str, params,
+              state: dict[str, Any]) -> dict[str, Any]:
+    inputs = []
+    digests = state.get("digests", {})
+    files = state.get("files", {})
+    for name, rel in state.get("inputs", {}).items():
+        inputs.append({"dataset": name, "partition_path": rel, "sha256_hex": digests.get(rel),
+                       "files": [{"path": p[len(rel):], **files[p]}
+                                 for p in sorted(files) if p.startswith(rel)]})
+    logs = [{"path": p, **files[p]} for p in sorted(files) if p.startswith("logs/")]
+    return {"bundle": BUNDLE, "validator_version": s9.VALIDATOR_VERSION,
+            "identity": {"seed": seed, "manifest_fingerprint": fp, "parameter_hash": ph,
+                         "run_id": run_id or None},
+            "parameters": None if not params else {
+                "path": path_for("parameters", parameter_hash=ph), "grid": params.grid.to_params(),
+                "countries_sha256": params.countries_sha256,
+                "reference_countries": path_for("reference_countries",
+                                                countries_sha256=params.countries_sha256)},
+            "inputs": inputs, "logs": logs}
+
+
+def _rng_accounting(state: dict[str, Any]) -> dict[str, Any]:
+    fams = {}
+    for label in LABELS:
+        per_part = [{"part": r["part"], **{k: r["summary"].get(k) for k in ("events", "draws", "blocks")}}
+                    for r in state.get("events", {}).get(label, [])]
+        fams[label] = {"module": {rng.S5_LABEL: rng.S5_MODULE, rng.S6_LABEL: rng.S6_MODULE}[label],
+                       **state.get("totals", {}).get(label, {}),
+                       "trace_final": (state.get("trace_final") or {}).get(label), "parts": per_part}
+    return {"algorithm": rng.ALGORITHM, "families": fams, "audit": state.get("audit"),
+            "s6_attempt_histogram": dict(sorted(state.get("hist", {}).items(), key=lambda kv: int(kv[0])))}
+
+
+def _egress_checksums(state: dict[str, Any]) -> dict[str, Any]:
+    rel = state.get("rels", {}).get(S8)
+    if rel is None:
+        return {"partitions": []}
+    files = state.get("files", {})
+    return {"partitions": [{
+        "dataset": S8, "partition_path": rel, "sha256_hex": state.get("digests", {}).get(rel),
+        "files": [{"path": p[len(rel):], **files[p]} for p in sorted(files) if p.startswith(rel)]}]}
+
+
+def _reverify_egress(storage: Storage, checksums: dict[str, Any], findings: s9.Findings) -> None:
+    """Hash site_locations again right before publishing a PASS: it must not have changed meanwhile."""
+    for entry in checksums["partitions"]:
+        rel = entry["partition_path"]
+        actual = {name: storage.file_sha256(rel + name) for name in storage.list_files(rel)}
+        try:
+            s9.verify_egress(s9._json_bytes(checksums), rel, actual)
+        except IntegrityError as exc:
+            findings.add("finality", "E911_FINALITY", "site_locations changed while it was being validated",
+                         len(exc.rows), exc.rows)
+        h = hashlib.sha256()
+        for name in sorted(actual):
+            with storage.fs.open(storage.abspath(rel + name), "rb") as fh:
+                h.update(fh.read())
+        if entry["sha256_hex"] is not None and h.hexdigest() != entry["sha256_hex"]:
+            findings.add("finality", "E911_FINALITY",
+                         "site_locations partition digest changed while it was being "
+                         "validated", 1, [{"recorded": entry["sha256_hex"], "actual": h.hexdigest()}])
+
+
+def _finish(storage: Storage, client, findings: s9.Findings, counts, seed: int, fp: str, ph: str | None,
+            run_id: str, params, state: dict[str, Any], rels, t0: float, started: str,
+            out) -> ValidationResult:
+    checksums = _egress_checksums(state)
+    if not findings:
+        _reverify_egress(storage, checksums, findings)
+    rows = state.get("rows", {}).get(S8, 0)
+    bundle_path = flag = None
+    for _ in range(2):
+        passed = not findings
+        docs = {"MANIFEST.json": _manifest(seed, fp, ph, run_id, params, state),
+                "rng_accounting.json": _rng_accounting(state), "egress_checksums.json": checksums,
+                "s9_summary.json": {"status": "PASS" if passed else "FAIL", "failed_codes": findings.codes(),
+                                    "identity": {"seed": seed, "manifest_fingerprint": fp,
+                                                 "parameter_hash": ph,
+                                                 "run_id": run_id or None},
+                                    "rows": state.get("rows", {}),
+                                    "catalogue_rows": state.get("catalogue_rows"),
+                                    "s3_n_sites": state.get("s3_sites"), "checks": findings.summary(counts)}}
+        files = s9.bundle_files(docs, passed=passed)
+        digest = s9.bundle_digest({p: files[p] for p in s9.BUNDLE_MEMBERS})
+        target = (path_for(BUNDLE, manifest_fingerprint=fp) if passed
+                  else path_for("validation_failed_1B", manifest_fingerprint=fp, attempt=digest[:16]))
+        try:
+            storage.publish_bytes(files, target, BUNDLE, digest[:16])
+        except PublishError as exc:
+            if exc.code == "E_PUBLISH_IO" or not passed:
+                raise
+            findings.add("bundle", "E913_PUBLISH", "a different passing bundle is already published for this "
+                         "fingerprint; a published PASS is never replaced", 1,
+                         [{"path": target, "error": exc.message}])
+            continue
+        bundle_path = target
+        if passed:
+            try:
+                flag = s9.verify_bundle(storage.read_bytes(target + s9.INDEX_NAME),
+                                        storage.read_bytes(target + s9.FLAG_NAME),
+                                        lambda p: _read_or_missing(storage, target + p),
+                                        where=storage.url(target))
+            except IntegrityError as exc:  # pragma: no cover - storage corrupted the bundle as it was written
+                findings.add("bundle", "E913_PUBLISH", "the published bundle does not verify", 1,
+                             [{"code": exc.code, "error": exc.message}])
+                passed = False
+        break
+    wall = time.perf_counter() - t0
+    result = ValidationResult(passed=passed, seed=seed, manifest_fingerprint=fp, parameter_hash=ph,
+                              run_id=run_id or None, failed_codes=findings.codes(),
+                              findings=findings.to_list(),
+                              bundle_path=bundle_path, flag_sha256_hex=flag, rows=rows, wall_seconds=wall,
+                              checks=findings.summary(counts))
+    if ph is not None:
+        result.report_path = _write_report(storage, client, result, state, started, wall)
+    _print_result(result, storage, out)
+    return result
+
+
+def _read_or_missing(storage: Storage, rel: str) -> bytes:
+    if not storage.exists(rel):
+        raise FileNotFoundError(rel)
+    return storage.read_bytes(rel)
+
+
+def _write_report(storage: Storage, client, result: ValidationResult, state: dict[str, Any], started: str,
+                  wall: float) -> str:
+    parts = state.get("parts", [])
+    tasks = state.get("tasks", [])
+    countries, secs = state.get("countries", {}), state.get("secs", {})
+    identity = {"seed": result.seed, "manifest_fingerprint": result.manifest_fingerprint,
+                "parameter_hash": result.parameter_hash, "run_id": result.run_id}
+    receipts = ([{"partition_path": result.bundle_path, "sha256_hex": result.flag_sha256_hex}]
+                if result.bundle_path else [])
+    table = [{"country_iso": c, "rows": n, "seconds": round(secs.get(c, 0.0), 4)}
+             for c, n in countries.items()]
+    report = StateReport(
+        state="s9", dataset=BUNDLE, identity=identity, rows=result.rows, receipts=receipts, wall_seconds=wall,
+        task_cpu_seconds=sum(r["_cpu_s"] for r in tasks), workers=len(client.scheduler_info()["workers"]),
+        peak_worker_rss_bytes=_peaks(client),
+        countries=sorted(table, key=lambda t: (-t["seconds"], t["country_iso"])), started_utc=started)
+    report.extra.update(status="PASS" if result.passed else "FAIL", failed_codes=result.failed_codes,
+                        bundle_path=result.bundle_path, parts=len(parts),
+                        country_seconds_basis="part wall time shared among the part's countries by rows",
+                        task_timings=[{"part": r["part"], "task": r["kind"],
+                                       "seconds": round(r["_wall_s"], 4)}
+                                      for r in sorted(tasks, key=lambda r: (r["part"], r["kind"]))])
+    return write_run_report(storage, report, seed=result.seed,
+                            manifest_fingerprint=result.manifest_fingerprint,
+                            parameter_hash=result.parameter_hash)
+
+
+def _print_result(result: ValidationResult, storage: Storage, out) -> None:
+    status = "PASS" if result.passed else "FAIL"
+    print(f"  s9 {status}: {result.rows} site_locations rows, {result.wall_seconds:.1f}s; bundle "
+          f"{storage.url(result.bundle_path) if result.bundle_path else '(not published)'}", file=out)
+    for check in result.checks:
+        if check["status"] == "FAIL":
+            for f in check["failures"]:
+                print(f"    {check['check']:<20} {f['code']}: {f['message']} ({f['count']})", file=out)
+                for e in f["examples"][:3]:
+                    print(f"      e.g. {json.dumps(e, sort_keys=True)[:200]}", file=out)
+    if result.passed:
+        print(f"    _passed.flag sha256_hex = {result.flag_sha256_hex}", file=out)
+
+
+def _reset_peaks(client) -> None:
+    try:
+        from cluster import reset_worker_memory_peaks
+    except ImportError:  # pragma: no cover
+        return
+    reset_worker_memory_peaks(client)
+
+
+def _peaks(client) -> dict[str, int]:
+    try:
+        from cluster import worker_memory_peaks
+    except ImportError:  # pragma: no cover
+        return {}
+    return worker_memory_peaks(client)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line
+
+
+def register(sub) -> None:
+    """``segment1b validate --data-root D --seed N --fingerprint F``."""
+    from .session import add_cluster_options, add_root_options
+
+    p = sub.add_parser("validate",
+                       help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
+                       description="Validate the published S5-S8 datasets and RNG logs of one run and "
+                       "publish the S9 validation bundle (with _passed.flag only when every check passes).  "
+                       "Exits 3 and prints the failing codes when a check fails.")
+    add_root_options(p)
+    add_identity_options(p)
+    p.add_argument("--parameter-hash", default=None, metavar="H",
+                   help="parameter_hash to validate (needed only when several were run for the "
+                   "seed/fingerprint)")
+    add_cluster_options(p)
+    p.set_defaults(func=main)
+
+
+def add_identity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", required=True, type=_seed, help="run seed (u64)")
+    p.add_argument("--fingerprint", required=True, type=_hex64, metavar="F",
+                   help="manifest_fingerprint (64 hex)")
+
+
+def _seed(text: str) -> int:
+    if not TOKEN_PATTERNS["seed"].match(text) or int(text) >= 2**64:
+        raise argparse.ArgumentTypeError(f"seed must be a decimal u64 without leading zeros, got {text!r}")
+    return int(text)
+
+
+def _hex64(text: str) -> str:
+    if not TOKEN_PATTERNS["manifest_fingerprint"].match(text):
+        raise argparse.ArgumentTypeError(f"expected 64 lowercase hex characters, got {text!r}")
+    return text
+
+
+def main(args: argparse.Namespace, out=None, err=None) -> int:
+    from .cli import EXIT_CONTRACT_FAILURE
+    from .session import open_session
+
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    if args.parameter_hash is not None:
+        _hex64(args.parameter_hash)
+    with open_session(args, out=out) as (storage, client):
+        result = run_s9(storage, client, args.seed, args.fingerprint, parameter_hash=args.parameter_hash,
+                        out=out)
+    if result.passed:
+        return 0
+    print(f"FAILED S9 validation: {' '.join(result.failed_codes)}", file=err)
+    return EXIT_CONTRACT_FAILURE
+

@@ -1,0 +1,220 @@
+"""S9 job on the synthetic world: PASS with flag, one tampering test per check, bundle policy, the CLI."""
+
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import shapely
+
+import world
+from jobs.cli import EXIT_CONTRACT_FAILURE
+from jobs.cli import main as cli_main
+from jobs.validate import run_s9
+from segment1b import rng
+from segment1b.contracts import dataset, path_for, report_path
+from segment1b.reader import verify_passed_flag
+from segment1b.s8_egress import ENCODINGS
+from segment1b.storage import Storage, write_parquet_bytes
+
+PAIRS = world.random_pairs(150, seed=5)
+FP = world.FINGERPRINT
+BUNDLE = path_for("validation_bundle_1B", manifest_fingerprint=FP)
+KEY = ("merchant_id", "legal_country_iso", "site_order")
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory, client):
+    storage = Storage(str(tmp_path_factory.mktemp("s9") / "root"))
+    ident = world.placed(storage, client, PAIRS)
+    return storage, ident, run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+
+
+@pytest.fixture
+def fresh(validated, tmp_path):
+    """A copy of the published tree before S9 ran (no bundle), to tamper with."""
+    storage, ident, _ = validated
+    dst = tmp_path / "copy"
+    shutil.copytree(storage.root_url, dst)
+    shutil.rmtree(dst / "data/layer1/1B/validation")
+    return Storage(str(dst)), ident
+
+
+def rels(ident):
+    return {"s6": path_for("s6_site_jitter", **ident.tokens),
+            "s7": path_for("s7_site_synthesis", **ident.tokens),
+            "s8": path_for("site_locations", seed=ident.seed, manifest_fingerprint=FP)}
+
+
+def rewrite(storage, rel, table, ds):
+    with open(storage.abspath(rel), "wb") as fh:
+        fh.write(write_parquet_bytes(table, dataset(ds),
+                                     encodings=ENCODINGS if ds != "s6_site_jitter" else None))
+
+
+def key_of(row):
+    return tuple(row[k] for k in KEY)
+
+
+def failed(storage, client, ident, code):
+    """Run S9; assert it failed with ``code``, published no flag, and return the failure's examples."""
+    result = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert not result.passed and code in result.failed_codes, result.failed_codes
+    assert result.flag_sha256_hex is None and not storage.exists(BUNDLE + "_passed.flag")
+    assert "/_failed/" in result.bundle_path and not storage.exists(result.bundle_path + "_passed.flag")
+    summary = json.loads(storage.read_bytes(result.bundle_path + "s9_summary.json"))
+    assert summary["status"] == "FAIL" and code in summary["failed_codes"]
+    with pytest.raises(Exception) as e:
+        verify_passed_flag(storage.root_url, ident.seed, FP)
+    assert e.value.code == "E910_FLAG"
+    return [ex for c in summary["checks"] for f in c["failures"] if f["code"] == code for ex in f["examples"]]
+
+
+def test_pass_publishes_bundle_with_flag(validated, client):
+    storage, ident, result = validated
+    assert result.passed and result.failed_codes == [] and result.bundle_path == BUNDLE
+    assert sorted(storage.list_files(BUNDLE)) == ["MANIFEST.json", "_passed.flag", "egress_checksums.json",
+                                                  "index.json", "rng_accounting.json", "s9_summary.json"]
+    assert verify_passed_flag(storage.root_url, ident.seed, FP) == result.flag_sha256_hex
+    summary = json.loads(storage.read_bytes(BUNDLE + "s9_summary.json"))
+    assert {c["status"] for c in summary["checks"]} == {"PASS"}
+    assert summary["rows"]["site_locations"] == sum(n for _, _, n in PAIRS)
+    acc = json.loads(storage.read_bytes(BUNDLE + "rng_accounting.json"))["families"]
+    sites = sum(n for _, _, n in PAIRS)
+    assert acc[rng.S5_LABEL]["events"] == sites == acc[rng.S5_LABEL]["trace_final"]["events_total"]
+    assert acc[rng.S6_LABEL]["draws"] == 2 * acc[rng.S6_LABEL]["events"]
+    report = json.loads(storage.read_bytes(report_path("s9", **ident.tokens)))
+    assert report["status"] == "PASS" and report["determinism_receipt"][0]["partition_path"] == BUNDLE
+    # the same files validate to the same bundle bytes: the second publish is a no-op
+    digest = storage.partition_digest(BUNDLE)
+    again = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert again.passed and again.flag_sha256_hex == result.flag_sha256_hex
+    assert storage.partition_digest(BUNDLE) == digest
+
+
+def test_deleted_row_is_e901(fresh, client):
+    storage, ident = fresh
+    part = storage.parquet_parts(rels(ident)["s8"])[1]
+    table = pq.read_table(storage.abspath(part))
+    gone = table.slice(3, 1).to_pylist()[0]
+    rewrite(storage, part, pa.concat_tables([table.slice(0, 3), table.slice(4)]), "site_locations")
+    examples = failed(storage, client, ident, "E901_ROW_MISSING")
+    assert key_of(gone) in {key_of(e) for e in examples if "merchant_id" in e}
+
+
+def test_duplicate_key_is_e903(fresh, client):
+    storage, ident = fresh
+    part = storage.parquet_parts(rels(ident)["s8"])[2]
+    table = pq.read_table(storage.abspath(part))
+    twice = table.slice(5, 1)
+    rewrite(storage, part, pa.concat_tables([table.slice(0, 6), twice, table.slice(6)]), "site_locations")
+    examples = failed(storage, client, ident, "E903_DUP_KEY")
+    assert key_of(twice.to_pylist()[0]) in {key_of(e) for e in examples}
+
+
+def _outside_point(grid, geoms, s7):
+    """A row of S7 and a point inside its pixel but outside its country (a coastal cell)."""
+    for i, row in enumerate(s7.to_pylist()):
+        west, east, south, north = (float(v[0]) for v in grid.bounds(np.array([row["tile_id"]], np.uint64)))
+        cx, cy = (float(v[0]) for v in grid.centroid(np.array([row["tile_id"]], np.uint64)))
+        for fx in np.linspace(0.02, 0.98, 9):
+            for fy in np.linspace(0.02, 0.98, 9):
+                dlon, dlat = west + fx * (east - west) - cx, south + fy * (north - south) - cy
+                lon, lat = grid.absolute_point(np.array([row["tile_id"]], np.uint64), [dlon], [dlat])
+                if not shapely.intersects_xy(geoms[row["legal_country_iso"]], lon[0], lat[0]):
+                    return i, dlon, dlat, float(lon[0]), float(lat[0])
+    raise AssertionError("no coastal cell in the world")
+
+
+def test_point_moved_out_of_its_country_is_e608(fresh, client):
+    storage, ident = fresh
+    r = rels(ident)
+    p7 = storage.parquet_parts(r["s7"])[0]
+    s7 = pq.read_table(storage.abspath(p7))
+    i, dlon, dlat, lon, lat = _outside_point(world.GRID, world.countries(), s7)
+    moved = s7.to_pylist()[i]
+    # consistent edit of S6, S7 and site_locations: only the geometry (and the RNG log) can tell
+    for name, ds, cols in (("s6", "s6_site_jitter", {"delta_lon_deg": dlon, "delta_lat_deg": dlat}),
+                           ("s7", "s7_site_synthesis", {"lon_deg": lon, "lat_deg": lat}),
+                           ("s8", "site_locations", {"lon_deg": lon, "lat_deg": lat})):
+        part = storage.parquet_parts(r[name])[0]
+        t = pq.read_table(storage.abspath(part))
+        for col, value in cols.items():
+            values = t[col].to_numpy().copy()
+            values[i] = value
+            t = t.set_column(t.schema.get_field_index(col), t.schema.field(col), pa.array(values))
+        rewrite(storage, part, t, ds)
+    examples = failed(storage, client, ident, "E608_POINT_OUTSIDE_COUNTRY")
+    assert key_of(moved) in {key_of(e) for e in examples}
+
+
+def test_edited_rng_event_is_e907(fresh, client):
+    storage, ident = fresh
+    ev = path_for("rng_events", substream_label=rng.S5_LABEL, **ident.log_tokens) + "part-00001.jsonl"
+    lines = storage.read_bytes(ev).split(b"\n")
+    site = json.loads(lines[2])
+    lines[2] = re.sub(rb'"u":[^,}]+', b'"u":0.5', lines[2])
+    with open(storage.abspath(ev), "wb") as fh:
+        fh.write(b"\n".join(lines))
+    examples = failed(storage, client, ident, "E907_RNG_BUDGET")
+    assert key_of(site) in {key_of(e) for e in examples}
+
+
+def test_dropped_audit_record_is_e907(fresh, client):
+    storage, ident = fresh
+    with open(storage.abspath(path_for("rng_audit_log", **ident.log_tokens)), "wb"):
+        pass
+    examples = failed(storage, client, ident, "E907_RNG_BUDGET")
+    assert examples == [{"records": 0}]
+
+
+def test_one_changed_byte_of_an_egress_file_is_e911(fresh, client):
+    storage, ident = fresh
+    part = storage.abspath(storage.parquet_parts(rels(ident)["s8"])[0])
+    data = bytearray(open(part, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(part, "wb").write(bytes(data))
+    examples = failed(storage, client, ident, "E911_FINALITY")
+    assert {e.get("dataset") for e in examples} == {"site_locations"}
+
+
+def test_failed_bundle_never_blocks_a_later_pass(fresh, client):
+    storage, ident = fresh
+    audit = storage.abspath(path_for("rng_audit_log", **ident.log_tokens))
+    good = open(audit, "rb").read()
+    open(audit, "wb").write(good + good)  # two audit records
+    first = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    same = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert not first.passed and first.bundle_path == same.bundle_path  # one folder per distinct failure
+    open(audit, "wb").write(good)
+    fixed = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert fixed.passed and fixed.bundle_path == BUNDLE and storage.exists(first.bundle_path)
+
+
+def test_run_receipt_names_the_run(fresh, client):
+    storage, ident = fresh
+    receipt = path_for("run_receipt", **ident.tokens)
+    storage.write_json(receipt, {"run_id": ident.run_id, **ident.tokens})
+    assert run_s9(storage, client, ident.seed, FP, out=io.StringIO()).passed
+    storage.remove(BUNDLE)
+    storage.write_json(receipt, {"run_id": ident.run_id, **ident.tokens, "parameter_hash": "4d" * 32})
+    examples = failed(storage, client, ident, "E912_IDENTITY_COHERENCE")
+    assert {"field": "parameter_hash", "receipt": "4d" * 32, "expected": ident.parameter_hash} in examples
+
+
+def test_cli_validate_exit_codes(fresh, client, capsys):
+    storage, ident = fresh
+    args = ["validate", "--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", FP,
+            "--scheduler", client.scheduler.address]
+    assert cli_main(args) == 0
+    assert "s9 PASS" in capsys.readouterr().out
+    os.remove(storage.abspath(path_for("rng_trace_log", **ident.log_tokens)))
+    assert cli_main(args) == EXIT_CONTRACT_FAILURE
+    assert "E907_RNG_BUDGET" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["validate", "--data-root", storage.root_url, "--seed", "-1", "--fingerprint", FP])
