@@ -36,14 +36,14 @@ from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
-from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix
+from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .refcache import country_geometry
 from .runtime import StateReport, country_timings, gather, task_key, timed, token_of, write_run_report
-from .tiles import RowGroupRef, country_row_groups, read_country, tiles_present
+from .tiles import RowGroupRef, country_row_groups, iter_country, tiles_present
 from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
 
 __all__ = ["PlaceConfig", "run_place", "STATES", "DATASET_OF"]
@@ -70,16 +70,23 @@ class PlaceConfig:
 
 def _country_prefix(storage: Storage, weight_refs: list[RowGroupRef], index_refs: list[RowGroupRef],
                     country_iso: str, max_n: int) -> WeightPrefix:
-    table = read_country(storage, weight_refs, country_iso, ["tile_id", "weight_fp", "dp"], "tile_weights")
-    if table.num_rows == 0:
+    dps: set[int] = set()
+
+    def chunks():
+        # one row group at a time: Russia at 30" is 42 M tiles, its prefix only 2·max(n)
+        for t in iter_country(storage, weight_refs, country_iso, ["tile_id", "weight_fp", "dp"], "tile_weights"):
+            dps.update(np.unique(t["dp"].to_numpy()).tolist())
+            if len(dps) > 1:
+                raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} mix dp values {sorted(dps)}",
+                                 dataset="tile_weights", rows=[{"country_iso": country_iso, "dp": d} for d in sorted(dps)])
+            yield t["tile_id"].to_numpy(), t["weight_fp"].to_numpy()
+
+    first = next(iter_country(storage, weight_refs[:1], country_iso, ["dp"], "tile_weights"), None)
+    if first is None or first.num_rows == 0:
         raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has sites but no tile weights",
                          dataset="tile_weights", rows=[{"country_iso": country_iso}])
-    dps = np.unique(table["dp"].to_numpy())
-    if len(dps) != 1:
-        raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} mix dp values {dps.tolist()}",
-                         dataset="tile_weights", rows=[{"country_iso": country_iso, "dp": int(d)} for d in dps])
-    prefix = weight_prefix(country_iso, table["tile_id"].to_numpy(), table["weight_fp"].to_numpy(), int(dps[0]),
-                           max_n)
+    dp = int(first["dp"][0].as_py())
+    prefix = weight_prefix_chunks(country_iso, chunks(), dp, max_n)
     present = tiles_present(storage, index_refs, country_iso, prefix.tile_id)
     if not present.all():
         missing = prefix.tile_id[~present]

@@ -20,7 +20,7 @@ from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.storage import Storage
 
-__all__ = ["RowGroupRef", "country_row_groups", "read_country", "tiles_present"]
+__all__ = ["RowGroupRef", "country_row_groups", "read_country", "iter_country", "tiles_present"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,14 @@ def read_country(storage: Storage, refs: list[RowGroupRef], country_iso: str, co
     if not tables:
         return pa.table({c: pa.array([], type=pa.uint64()) for c in columns})
     return pa.concat_tables(tables)
+
+
+def iter_country(storage: Storage, refs: list[RowGroupRef], country_iso: str, columns: list[str],
+                 dataset_id: str):
+    """Like :func:`read_country`, one row group at a time (memory bounded by a row group)."""
+    for ref in refs:
+        for rg in ref.row_groups:
+            yield read_country(storage, [RowGroupRef(ref.path, (rg,), ref.pure)], country_iso, columns, dataset_id)
 
 
 def tiles_present(storage: Storage, refs: list[RowGroupRef], country_iso: str, wanted: np.ndarray) -> np.ndarray:

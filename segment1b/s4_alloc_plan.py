@@ -15,12 +15,13 @@ prefix of ``2·max(n)`` tiles (:func:`weight_prefix`), and pairs with the same n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 from .errors import IntegrityError, InputError
 
-__all__ = ["WeightPrefix", "weight_prefix", "plan_for_n", "allocate_pairs", "allocate_reference"]
+__all__ = ["WeightPrefix", "weight_prefix", "weight_prefix_chunks", "plan_for_n", "allocate_pairs", "allocate_reference"]
 
 U64_MAX = 2**64 - 1
 
@@ -63,41 +64,68 @@ def weight_prefix(country_iso: str, tile_id: np.ndarray, weight_fp: np.ndarray, 
         ``E105_NORMALIZATION`` when the weights do not sum to K, ``E303_MISSING_WEIGHTS`` when the country
         has no tile with positive weight.
     """
-    tile_id = np.asarray(tile_id, dtype=np.uint64)
-    weight_fp = np.asarray(weight_fp, dtype=np.uint64)
+    return weight_prefix_chunks(country_iso, [(tile_id, weight_fp)], dp, max_n)
+
+
+def weight_prefix_chunks(country_iso: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], dp: int,
+                         max_n: int) -> WeightPrefix:
+    """:func:`weight_prefix` over a country read chunk by chunk (memory bounded by one chunk).
+
+    The heaviest tiles of a union are the heaviest of the chunks' heaviest, so each chunk is reduced to its
+    ``2·max_n`` candidates as it arrives; the weight total and the count of positive tiles are summed.
+    """
     K = 10**dp
-    total = int(weight_fp.sum(dtype=np.uint64)) if weight_fp.size else 0
-    if weight_fp.size and (total != K or int(weight_fp.max()) > K):
+    length = 2 * int(max_n)
+    total, n_positive, top_w = 0, 0, 0
+    cand_t, cand_w = np.empty(0, np.uint64), np.empty(0, np.uint64)
+    for tile_id, weight_fp in chunks:
+        tile_id = np.asarray(tile_id, dtype=np.uint64)
+        weight_fp = np.asarray(weight_fp, dtype=np.uint64)
+        if not weight_fp.size:
+            continue
+        total += int(weight_fp.sum(dtype=np.uint64))
+        top_w = max(top_w, int(weight_fp.max()))
+        keep = _heaviest(tile_id, weight_fp, length)
+        n_positive += int(np.count_nonzero(weight_fp))
+        cand_t = np.concatenate([cand_t, tile_id[keep]])
+        cand_w = np.concatenate([cand_w, weight_fp[keep]])
+        keep = _heaviest(cand_t, cand_w, length)
+        cand_t, cand_w = cand_t[keep], cand_w[keep]
+    if total != K or top_w > K:
         raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} sum to {total}, expected K = {K}",
                          dataset="tile_weights", rows=[{"country_iso": country_iso, "sum_weight_fp": total}])
-    n_positive = int(np.count_nonzero(weight_fp))
     if n_positive == 0:
         raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has no tile with positive weight",
                          dataset="tile_weights", rows=[{"country_iso": country_iso}])
-    length = min(n_positive, 2 * int(max_n))
+    order = np.lexsort((cand_t, np.uint64(U64_MAX) - cand_w))  # weight desc, tile_id asc; exact
+    return WeightPrefix(country_iso, cand_t[order], cand_w[order], K, n_positive)
+
+
+def _heaviest(tile_id: np.ndarray, weight_fp: np.ndarray, length: int) -> np.ndarray:
+    """Positions of the ``length`` heaviest positive tiles by (weight desc, tile_id asc), in any order.
+
+    All tiles strictly above the cut weight, then the lowest tile_ids at the cut.  The cut is found by
+    binary search on the weight value (~log2(K) counting passes): a country has millions of equal weights,
+    which makes np.partition slow and a full sort slower.
+    """
     positive = np.flatnonzero(weight_fp)
+    if len(positive) <= length:
+        return positive
     values = weight_fp[positive]
-    if length < len(values):
-        # the `length` heaviest tiles: all strictly above the cut weight, then the lowest tile_ids at the cut.
-        # The cut is found by binary search on the weight value (~log2(K) counting passes): a country has
-        # millions of equal weights, which makes np.partition slow and a full sort slower.
-        lo, hi = 1, int(values.max())
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if int(np.count_nonzero(values >= np.uint64(mid))) >= length:
-                lo = mid
-            else:
-                hi = mid - 1
-        cut = np.uint64(lo)
-        above = positive[values > cut]
-        at_cut = positive[values == cut]
-        need = length - len(above)
-        if need < len(at_cut):
-            at_cut = at_cut[np.argpartition(tile_id[at_cut], need - 1)[:need]] if need > 0 else at_cut[:0]
-        positive = np.concatenate([above, at_cut])
-    tile_id, weight_fp = tile_id[positive], weight_fp[positive]
-    order = np.lexsort((tile_id, np.uint64(U64_MAX) - weight_fp))[:length]  # weight desc, tile_id asc; exact
-    return WeightPrefix(country_iso, tile_id[order], weight_fp[order], K, n_positive)
+    lo, hi = 1, int(values.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(np.count_nonzero(values >= np.uint64(mid))) >= length:
+            lo = mid
+        else:
+            hi = mid - 1
+    cut = np.uint64(lo)
+    above = positive[values > cut]
+    at_cut = positive[values == cut]
+    need = length - len(above)
+    if need < len(at_cut):
+        at_cut = at_cut[np.argpartition(tile_id[at_cut], need - 1)[:need]] if need > 0 else at_cut[:0]
+    return np.concatenate([above, at_cut])
 
 
 def plan_for_n(prefix: WeightPrefix, n: int) -> tuple[np.ndarray, np.ndarray, bool]:

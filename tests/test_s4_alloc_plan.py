@@ -115,3 +115,18 @@ def test_prefix_with_millions_of_equal_weights_takes_the_lowest_tile_ids():
     assert prefix.tile_id.tolist() == [3 * i for i in range(14)]
     tid, cnt, tie = plan_for_n(prefix, 7)
     assert tid.tolist() == [3 * i for i in range(7)] and cnt.tolist() == [1] * 7 and tie
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=2, max_size=300).filter(lambda w: sum(w) > 0), st.integers(1, 40),
+       st.integers(1, 7), st.randoms(use_true_random=False))
+def test_prefix_read_in_chunks_equals_the_whole(raw, max_n, n_chunks, rnd):
+    from segment1b.s4_alloc_plan import weight_prefix_chunks
+
+    w = np.array(normalise(raw, 4), np.uint64)
+    tiles = np.array(rnd.sample(range(10**6), len(w)), np.uint64)
+    whole = weight_prefix("IT", tiles, w, 4, max_n)
+    cuts = sorted(rnd.sample(range(1, len(w)), min(n_chunks, len(w) - 1)))
+    chunks = list(zip(np.split(tiles, cuts), np.split(w, cuts)))
+    part = weight_prefix_chunks("IT", chunks, 4, max_n)
+    assert part.tile_id.tolist() == whole.tile_id.tolist() and part.n_tiles == whole.n_tiles
