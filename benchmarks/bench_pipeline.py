@@ -72,7 +72,7 @@ def _fresh_root(prepared: str, dest: str) -> None:
 
 def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
-    from jobs.generate import countries_from_places, countries_with_tiles, run_generate
+    from jobs.generate import catalogue_countries, countries_from_places, run_generate
     from jobs.pipeline import prepared_grid
     from jobs.place import PlaceConfig, run_place
     from jobs.s3 import run_s3
@@ -92,7 +92,7 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
         cluster, client = _cluster(n_workers)
         log = io.StringIO()
         try:
-            eligible = sorted(countries_with_tiles(storage, ph))
+            eligible = catalogue_countries(storage, ph)  # as `segment1b run`: no zero-mass fallback countries
             gen = run_generate(storage, client, countries_from_places(eligible), scale=params["scale"], seed=SEED,
                                out=log, show=False)
             ident = RunIdentity(seed=SEED, manifest_fingerprint=gen["manifest_fingerprint"], parameter_hash=ph,

@@ -17,10 +17,19 @@ Countries (where merchants and outlets may be) and their population, in order of
 1. ``--countries-csv FILE`` (columns ``country_iso,population``);
 2. population summed from the GeoNames places (:func:`segment1b.refdata.default_places`), over
    the countries of the prepared ``tile_weights`` (``--parameter-hash``, or the only one published under
-   the data root) so every country with sites has weights (S3 fails with E303 otherwise);
+   the data root) so every country with sites has weights (S3 fails with E303 otherwise), leaving out the
+   countries whose weights are a ``zero_mass_fallback`` (:func:`catalogue_countries`);
 3. the same population over the reference polygons' countries (:func:`segment1b.refdata.default_countries`).
 
 With ``--countries-csv`` and a ``--parameter-hash``, the CSV's countries are restricted to those with weights.
+
+Why fallback countries are left out of generated catalogues: under the ``population_proxy`` basis a tile
+whose land share is below ``min_land_share`` gets weight 0, so S6 (64 attempts to land inside the country)
+cannot exhaust its attempts on a coastal sliver (chance ``0.75**64 ~ 1e-8`` per site at worst).  A country
+whose *every* tile is such a sliver (an island smaller than a cell at this grid, e.g. Macau at 5') ends with
+zero mass and the contract's uniform fallback, so its sites would land on slivers and a large catalogue
+would hit ``E613_RESAMPLE_EXHAUSTED``.  Leaving those countries out makes the default ``run`` safe by
+construction; a user catalogue with sites there still runs (and may legitimately fail with E613).
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from segment1b.storage import Storage, part_name, write_parquet_bytes
 from .runtime import gather, task_key, timed, token_of
 
 __all__ = ["run_generate", "generate_part", "resolve_countries", "countries_from_places", "countries_with_tiles",
-           "register"]
+           "tile_weight_countries", "catalogue_countries", "register"]
 
 # sorted uint64 ids: delta encoding is faster to write and ~25 % smaller than dictionary/plain (measured)
 ENCODINGS = {"merchant_id": "DELTA_BINARY_PACKED"}
@@ -222,11 +231,11 @@ def countries_from_places(eligible: list[str] | None = None) -> CountryTable:
     return CountryTable.from_rows((c, int(pop.get(c, 0))) for c in sorted(set(eligible)))
 
 
-def countries_with_tiles(storage: Storage, parameter_hash: str) -> set[str]:
-    """The exact set of countries in a published ``tile_weights`` partition.
+def tile_weight_countries(storage: Storage, parameter_hash: str) -> dict[str, bool]:
+    """Every country of a published ``tile_weights`` partition, with its ``zero_mass_fallback`` flag.
 
-    Uses the footers' country_iso statistics; only row groups that hold several countries are read (their
-    country_iso column, dictionary-encoded).
+    Uses the footers' statistics of ``country_iso`` and ``zero_mass_fallback`` (both are constant within a
+    country); only row groups that hold several countries are read (those two columns).
 
     Raises
     ------
@@ -238,23 +247,53 @@ def countries_with_tiles(storage: Storage, parameter_hash: str) -> set[str]:
         raise InputError("E101_TILE_INDEX_MISSING", f"tile_weights is not published for parameter_hash "
                          f"{parameter_hash}", dataset="tile_weights", path=storage.url(rel),
                          hint="run `segment1b prepare` first")
-    found: set[str] = set()
+    found: dict[str, bool] = {}
     for part in storage.parquet_parts(rel):
         meta = storage.parquet_metadata(part, dataset_id="tile_weights")
-        col = meta.schema.to_arrow_schema().get_field_index("country_iso")
+        schema = meta.schema.to_arrow_schema()
+        col_iso = schema.get_field_index("country_iso")
+        col_fb = schema.get_field_index("zero_mass_fallback")
         mixed = []
         for rg in range(meta.num_row_groups):
-            stats = meta.row_group(rg).column(col).statistics
-            if stats is not None and stats.has_min_max and stats.min == stats.max:
-                found.add(stats.min)
-            elif meta.row_group(rg).num_rows:
+            group = meta.row_group(rg)
+            iso, fb = group.column(col_iso).statistics, group.column(col_fb).statistics
+            if (iso is not None and iso.has_min_max and iso.min == iso.max
+                    and fb is not None and fb.has_min_max and fb.min == fb.max):
+                found[iso.min] = found.get(iso.min, False) or bool(fb.max)
+            elif group.num_rows:
                 mixed.append(rg)
         if mixed:
-            t = storage.read_row_groups(part, mixed, ["country_iso"], dataset_id="tile_weights",
-                                        read_dictionary=["country_iso"])
-            for chunk in t.column("country_iso").chunks:
-                found.update(chunk.dictionary.to_pylist())
+            t = storage.read_row_groups(part, mixed, ["country_iso", "zero_mass_fallback"], dataset_id="tile_weights")
+            flags = t.group_by("country_iso").aggregate([("zero_mass_fallback", "max")])
+            for iso, fb in zip(flags.column("country_iso").to_pylist(),
+                               flags.column("zero_mass_fallback_max").to_pylist()):
+                found[iso] = found.get(iso, False) or bool(fb)
     return found
+
+
+def countries_with_tiles(storage: Storage, parameter_hash: str) -> set[str]:
+    """The exact set of countries in a published ``tile_weights`` partition (:func:`tile_weight_countries`).
+
+    Raises
+    ------
+    InputError
+        ``E101_TILE_INDEX_MISSING`` when the partition is not published.
+    """
+    return set(tile_weight_countries(storage, parameter_hash))
+
+
+def catalogue_countries(storage: Storage, parameter_hash: str) -> list[str]:
+    """Countries a generated default catalogue may use: weights published and not a zero-mass fallback.
+
+    A fallback country has uniform weights over tiles that are all coastal slivers at this grid, where
+    S6 can exhaust its 64 attempts (E613); see the module docstring.
+
+    Raises
+    ------
+    InputError
+        ``E101_TILE_INDEX_MISSING`` when the partition is not published.
+    """
+    return sorted(c for c, fallback in tile_weight_countries(storage, parameter_hash).items() if not fallback)
 
 
 def _published_parameter_hashes(storage: Storage) -> list[str]:
@@ -276,19 +315,25 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
             raise InputError("E310_PARAMETER_HASH_MISMATCH", f"{len(found)} tile_weights partitions are published; "
                              "say which one the catalogue is for", rows=[{"parameter_hash": h} for h in found],
                              hint="pass --parameter-hash H (or --countries-csv FILE)")
-    with_tiles = countries_with_tiles(storage, parameter_hash) if parameter_hash else None
+    weights = tile_weight_countries(storage, parameter_hash) if parameter_hash else None
     if countries_csv is not None:
         import fsspec
 
         with fsspec.open(countries_csv, "rt", encoding="utf-8") as fh:
             table = CountryTable.from_csv_text(fh.read())
-        if with_tiles is not None:
-            table = CountryTable.from_rows((c, p) for c, p in zip(table.iso, table.population) if c in with_tiles)
+        if weights is not None:
+            table = CountryTable.from_rows((c, p) for c, p in zip(table.iso, table.population) if c in weights)
+            fallback = [c for c in table.iso if weights[c]]
+            if fallback:  # the user's choice: kept, but S6 may fail with E613 there (module docstring)
+                print(f"  note: {len(fallback)} countries of {countries_csv} have zero-mass fallback weights "
+                      f"(every tile a coastal sliver at this grid): {', '.join(fallback)}", file=out)
         source = countries_csv
     else:
-        table = countries_from_places(sorted(with_tiles) if with_tiles is not None else None)
-        source = "GeoNames places over " + (f"tile_weights {parameter_hash[:12]}..." if with_tiles is not None
-                                            else "the reference polygons")
+        eligible = sorted(c for c, fb in weights.items() if not fb) if weights is not None else None
+        table = countries_from_places(eligible)
+        source = "GeoNames places over " + (
+            f"tile_weights {parameter_hash[:12]}... (without {len(weights) - len(eligible)} zero-mass fallback "
+            "countries)" if weights is not None else "the reference polygons")
     print(f"  countries: {len(table)} from {source}", file=out)
     return table
 

@@ -8,7 +8,8 @@ constant, so the bytes are the same whatever the number of workers.
 Run (on the cluster):
 
 - ``s1-tiles-<ISO>-<band>`` per unit: exact centre-rule tiles, writes the unit's tile_index and
-  tile_bounds parts into the staging folders and keeps what S2 needs (runs, raster or proxy masses);
+  tile_bounds parts into the staging folders and keeps what S2 needs (runs, raster or proxy masses and,
+  for the proxy, the land shares of the unit's coastal/border tiles);
 - ``s1-meta-<ISO>-<band>``: the unit's runs and counters, gathered by the client for the cross-country
   duplicate check (E003) and the report (small: proportional to perimeter);
 - ``s2-weights-<ISO>`` per country: masses, exact largest remainder, tile_weights parts (same part
@@ -21,6 +22,7 @@ fails; the staging folders are removed) and writes the S1 and S2 run reports.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import sys
@@ -49,9 +51,9 @@ from segment1b.s1_tile_index import (
 )
 from segment1b.s2_tile_weights import (
     ProxyParams,
-    area_total,
     country_weights,
     fk_mismatches,
+    land_area_total,
     proxy_kernel_mass,
     proxy_masses_inplace,
     raster_masses,
@@ -151,7 +153,9 @@ def _read_raster_windows(path: str, unit: Unit) -> tuple[list[tuple[int, np.ndar
 def s1_unit_task(job: Job, unit: Unit, country: CountryInput) -> dict[str, Any]:
     """S1 for one unit: tiles, tile_index + tile_bounds parts, and the mass inputs of S2."""
     geom = shapely.from_wkb(country.wkb)
-    runs = tile_unit(geom, job.grid, unit, rule=job.rule)
+    # the proxy weights tiles by their land share (docs/population-proxy.md); other bases do not need it
+    land_samples = job.proxy.land_samples if job.basis == "population_proxy" else 0
+    runs = tile_unit(geom, job.grid, unit, rule=job.rule, land_samples=land_samples)
     n = runs.n_tiles
     nbytes = 0
     mass: Any = None
@@ -184,8 +188,10 @@ def s1_unit_task(job: Job, unit: Unit, country: CountryInput) -> dict[str, Any]:
 
 
 def s1_meta(result: dict[str, Any]) -> dict[str, Any]:
-    """The small part of an S1 result that the client gathers (runs and counters, no masses)."""
-    return {k: v for k, v in result.items() if k != "mass"}
+    """The small part of an S1 result that the client gathers (runs and counters, no masses or land shares)."""
+    out = {k: v for k, v in result.items() if k != "mass"}
+    out["runs"] = dataclasses.replace(result["runs"], land=None)
+    return out
 
 
 @timed
@@ -201,6 +207,7 @@ def s2_country_task(
         return {"country_iso": iso, "rows": 0, "mass": 0.0, "zero_mass_fallback": False, "bytes": 0}
     row = np.concatenate([r.row for r in runs]).astype(np.int64)
     run_len = np.concatenate([r.col1.astype(np.int64) - r.col0 for r in runs])
+    land_stats: dict[str, Any] = {}
     if job.basis == "uniform":
         masses = np.ones(n, dtype=np.float64)
     elif job.basis == "population":
@@ -208,13 +215,17 @@ def s2_country_task(
     else:
         masses = np.repeat(grid.row_area_m2[row], run_len)
         if job.basis == "population_proxy":
-            per_row = np.bincount(row - row.min(), weights=run_len, minlength=0)
-            rows_present = np.flatnonzero(per_row) + row.min()
-            a_c = area_total(per_row[per_row > 0], grid.row_area_m2[rows_present])
             offsets = np.cumsum([0] + counts)
             k_idx = np.concatenate([r["mass"][0] + off for r, off in zip(results, offsets[:-1]) if r["rows"]])
             k_val = np.concatenate([r["mass"][1] for r in results if r["rows"]])
-            masses = proxy_masses_inplace(masses, k_idx, k_val, town_total, a_c, job.proxy)
+            l_idx, l_inside, a_c = _land_shares(runs, offsets, row, run_len, grid, job.proxy.land_samples)
+            share = l_inside.astype(np.float64) / float(job.proxy.land_samples**2)
+            masses = proxy_masses_inplace(masses, k_idx, k_val, town_total, a_c, job.proxy, l_idx, share)
+            land_stats = {
+                "land_area_m2": a_c,
+                "partial_tiles": int(len(l_idx)),
+                "tiles_below_min_land_share": int((share < job.proxy.min_land_share).sum()),
+            }
 
     def all_ids() -> np.ndarray:
         return np.concatenate([r.tile_ids(grid.ncols) for r in runs])
@@ -238,7 +249,30 @@ def s2_country_task(
         "zero_mass_fallback": fallback,
         "bytes": nbytes,
         "weight_sum": int(weights.sum(dtype=np.uint64)),
+        **land_stats,
     }
+
+
+def _land_shares(
+    runs: list[Runs], offsets: np.ndarray, row: np.ndarray, run_len: np.ndarray, grid: Grid, samples: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A country's partial tiles (index among its tiles, lattice count) and its land area ``A_c``.
+
+    ``row``/``run_len`` are the country's runs concatenated in part order (the tile order).  The land
+    area is summed per row from integers (:func:`land_area_total`), so it does not depend on the units.
+    """
+    parts = [(r.land, off) for r, off in zip(runs, offsets[:-1]) if r.land is not None and len(r.land.index)]
+    idx = np.concatenate([land.index + off for land, off in parts]) if parts else np.zeros(0, np.int64)
+    inside = np.concatenate([land.inside for land, _ in parts]) if parts else np.zeros(0, np.uint16)
+    r0 = int(row.min())
+    per_row = np.bincount(row - r0, weights=run_len)
+    tile_row = row[np.searchsorted(np.cumsum(run_len), idx, side="right")]
+    deficit = np.bincount(
+        tile_row - r0, weights=samples * samples - inside.astype(np.int64), minlength=len(per_row)
+    )
+    present = np.flatnonzero(per_row)
+    a_c = land_area_total(per_row[present], grid.row_area_m2[present + r0], deficit[present], samples)
+    return idx, inside, a_c
 
 
 # -- resolving inputs ----------------------------------------------------------------------------------
@@ -522,7 +556,9 @@ def prepare(
     total_tiles = sum(r["rows"] for r in s1_results)
     identity = {"parameter_hash": ph, "parameters": params.canonical()}
     s1_countries = _country_rows(
-        s1_results, ("rows", "cells", "boundary_cells", "refined", "n_runs", "bytes")
+        s1_results,
+        ("rows", "cells", "boundary_cells", "refined", "n_runs", "bytes")
+        + (("land_tested", "partial_tiles") if basis == "population_proxy" else ()),
     )
     zero_tile = sorted(set(polys.iso) - {c for c, n in tiles_by_country.items() if n})
     s1_report = StateReport(
@@ -548,6 +584,8 @@ def prepare(
             "duplicate_tiles": 0,
             "cells_rasterised": int(sum(r["cells"] for r in s1_results)),
             "boundary_cells_exact": int(sum(r["boundary_cells"] for r in s1_results)),
+            "land_share_tiles_tested": int(sum(r.get("land_tested", 0) for r in s1_results)),
+            "land_share_partial_tiles": int(sum(r.get("partial_tiles", 0) for r in s1_results)),
             "countries_source": polys.source,
             "countries_sha256": polys.sha256,
             "countries_cleaning": polys.cleaning,
@@ -572,6 +610,7 @@ def prepare(
                 "mass": r["mass"],
                 "weight_sum": r.get("weight_sum", 0),
                 "zero_mass_fallback": r["zero_mass_fallback"],
+                **{k: r[k] for k in ("land_area_m2", "partial_tiles", "tiles_below_min_land_share") if k in r},
                 "seconds": round(r.get("_wall_s", 0.0), 4),
             }
             for r in s2_rows
@@ -586,6 +625,7 @@ def prepare(
             "proxy": params.proxy,
             "places_dropped": places.dropped if places is not None else {},
             "zero_mass_fallback_countries": [r["country_iso"] for r in s2_rows if r["zero_mass_fallback"]],
+            "tiles_below_min_land_share": int(sum(r.get("tiles_below_min_land_share", 0) for r in s2_rows)),
         },
     )
     write_run_report(storage, s1_report, parameter_hash=ph)

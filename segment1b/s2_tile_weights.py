@@ -1,8 +1,9 @@
 """S2 tile weights: per-country fixed-decimal weights over the tiles (contract §4), as pure kernels.
 
 Masses by basis: ``uniform`` (1), ``area_m2`` (``pixel_area_m2``), ``population`` (raster value, nodata
--> 0) and ``population_proxy`` (GeoNames towns spread over nearby tiles plus a rural floor; see
-:func:`proxy_kernel_mass` and docs/population-proxy.md).
+-> 0) and ``population_proxy`` (GeoNames towns spread over nearby tiles plus a rural floor, times the
+tile's land share, and 0 below a minimum land share so that S6 never gets a site on a sliver of coast;
+see :func:`proxy_kernel_mass`, :func:`proxy_masses` and docs/population-proxy.md).
 
 Quantisation is exact largest remainder (:func:`largest_remainder`): ``K = 10**dp``, ``q_i = m_i K / M``,
 ``z_i = floor(q_i)``, ``K - sum z`` tiles ranked by (remainder desc, tile_id asc) get +1.  The total ``M`` of
@@ -35,6 +36,7 @@ __all__ = [
     "proxy_masses",
     "proxy_masses_inplace",
     "area_total",
+    "land_area_total",
     "weights_table",
     "fk_mismatches",
 ]
@@ -50,7 +52,9 @@ class ProxyParams:
     A town of population ``p`` spreads ``p`` over the cells whose centre lies within
     ``R = clip(radius_km_per_sqrt_pop * sqrt(p), radius_min_km, radius_max_km)`` (at least one cell size)
     with an Epanechnikov kernel ``1 - (d/R)^2``; the tile mass adds the rural floor
-    ``rural_share * P_c * a_t / A_c``.
+    ``rural_share * P_c * a_t / A_c`` and is multiplied by the tile's land share ``f_t`` (estimated on a
+    ``land_samples x land_samples`` lattice, ``A_c = sum f_t a_t``); tiles with ``f_t < min_land_share``
+    get mass 0 (``(1 - 0.25)**64 ~ 1e-8``: the chance that S6 exhausts its 64 attempts on such a tile).
     """
 
     radius_km_per_sqrt_pop: float = 0.02
@@ -58,7 +62,15 @@ class ProxyParams:
     radius_max_km: float = 25.0
     rural_share: float = 0.1
     km_per_degree: float = 111.19508  # 2 pi * 6371.0088 km (mean Earth radius) / 360
-    version: int = 1
+    land_samples: int = 8
+    min_land_share: float = 0.25
+    version: int = 2
+
+    def __post_init__(self):
+        if not (isinstance(self.land_samples, int) and 1 <= self.land_samples <= 16):
+            raise InputError("E105_NORMALIZATION", f"land_samples={self.land_samples!r} must be an integer in 1..16")
+        if not 0.0 <= self.min_land_share <= 1.0:
+            raise InputError("E105_NORMALIZATION", f"min_land_share={self.min_land_share!r} must be in [0, 1]")
 
     def canonical(self) -> dict:
         """Exact, JSON-ready form (floats as ``float.hex``)."""
@@ -244,6 +256,21 @@ def area_total(rows_count: np.ndarray, row_area: np.ndarray) -> float:
     return math.fsum((rows_count.astype(np.float64) * row_area).tolist())
 
 
+def land_area_total(rows_count: np.ndarray, row_area: np.ndarray, rows_deficit: np.ndarray, samples: int) -> float:
+    """``A_c = sum_t f_t a_t`` (land area of a country's tiles), independent of chunking.
+
+    Per row r: ``a_r * (n_r s² - D_r) / s²`` where ``n_r`` counts the row's tiles and
+    ``D_r = sum (s² - inside_t)`` over its partial tiles (integers, so the per-row factor is exact); the
+    rows are summed with ``math.fsum``.
+
+    >>> land_area_total(np.array([3, 1]), np.array([2.0, 4.0]), np.array([2, 0]), 2)  # 2 * 2.5 + 4 * 1
+    9.0
+    """
+    ss = int(samples) * int(samples)
+    lots = rows_count.astype(np.int64) * ss - rows_deficit.astype(np.int64)
+    return math.fsum((row_area * lots.astype(np.float64) / float(ss)).tolist())
+
+
 def proxy_masses(
     area: np.ndarray,
     kernel_idx: np.ndarray,
@@ -251,17 +278,25 @@ def proxy_masses(
     town_total: float,
     area_sum: float,
     params: ProxyParams,
+    land_idx: np.ndarray | None = None,
+    land_share: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Tile masses of the proxy: ``kernel_t + rural_share * P_c * a_t / A_c``; ``P_c = 0`` -> ``a_t``.
+    """Tile masses of the proxy: ``f_t (kernel_t + rural_share * P_c * a_t / A_c)``, 0 where ``f_t < tau``.
+
+    ``P_c = 0`` -> ``f_t a_t``.  ``f_t`` is ``land_share`` at ``land_idx`` and 1 elsewhere; ``A_c``
+    (``area_sum``) is the land area ``sum f_t a_t`` (:func:`land_area_total`); ``tau`` is
+    ``params.min_land_share``.
 
     >>> proxy_masses(np.array([1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams()).tolist()
     [9.5, 0.5]
+    >>> proxy_masses(np.array([1.0, 1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams(),
+    ...              np.array([0, 2]), np.array([0.5, 0.125])).tolist()
+    [4.75, 0.5, 0.0]
     """
-    if town_total <= 0.0:
-        return area.astype(np.float64, copy=True)
-    masses = area * (params.rural_share * town_total / area_sum)
-    masses[kernel_idx] += kernel_mass
-    return masses
+    return proxy_masses_inplace(
+        area.astype(np.float64, copy=True), kernel_idx, kernel_mass, town_total, area_sum, params,
+        land_idx, land_share,
+    )
 
 
 def proxy_masses_inplace(
@@ -271,11 +306,19 @@ def proxy_masses_inplace(
     town_total: float,
     area_sum: float,
     params: ProxyParams,
+    land_idx: np.ndarray | None = None,
+    land_share: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`proxy_masses` overwriting ``area`` (same floats; saves a copy of the largest array)."""
     if town_total > 0.0:
-        area *= params.rural_share * town_total / area_sum
+        # A_c = 0 only when no tile has land at all; every mass ends up 0 below then (zero-mass fallback)
+        rural = params.rural_share * town_total / area_sum if area_sum > 0.0 else 0.0
+        area *= rural
         area[kernel_idx] += kernel_mass
+    if land_idx is not None and len(land_idx):
+        # f (k + c a) = f k + c (f a): the town share on land plus the rural floor on land (one rounding less)
+        area[land_idx] *= land_share
+        area[land_idx[land_share < params.min_land_share]] = 0.0
     return area
 
 

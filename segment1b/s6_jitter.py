@@ -4,6 +4,11 @@ One substream per site; attempt a uses the block at counter offset a − 1: (u_l
 The first attempt of every site of a unit is drawn at once; the point-in-pixel and point-in-country
 tests are array predicates (Shapely 2 on a prepared geometry, boundary counts as inside); only the
 sites that failed are drawn again.  64 failures for a site is ``E613_RESAMPLE_EXHAUSTED``.
+
+A tile whose land share is ``f`` exhausts the attempts with probability ``(1 - f)**64``.  The
+``population_proxy`` basis gives no weight to tiles with ``f < 0.25`` (``0.75**64 ~ 1e-8``; S2,
+docs/population-proxy.md), so sites never land on coastal slivers; other bases (and a country whose
+every tile is a sliver, which falls back to uniform weights) can still reach E613 at coarse grids.
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ def jitter_sites(grid: Grid, country_iso: str, country_geometry, merchant_id: np
             f"{max_attempts} attempts", dataset="s6_site_jitter",
             rows=[{"merchant_id": int(merchant_id[i]), "legal_country_iso": country_iso,
                    "site_order": int(site_order[i]), "tile_id": int(tile_id[i])} for i in pending[:50]],
-            hint="the tile's centre is in the country but almost none of its area is; check the polygons")
+            hint="the tile's land share is tiny at this grid; use a finer grid (e.g. --grid 30s) or the "
+                 "population_proxy basis")
     cols = [np.concatenate(c) for c in zip(*events)] if events else [np.empty(0)] * 9
     order = np.lexsort((cols[1], cols[0]))  # site, then attempt
     names = ["ev_site", "ev_attempt", "ev_accepted", "ev_delta_lat", "ev_delta_lon", "ev_before_hi", "ev_before_lo",

@@ -96,17 +96,19 @@ def publish_catalogue(storage: Storage, parts, *, seed: int = SEED, fp: str = FP
     return {"catalogue": target, "bundle": bundle_rel, "digest": digest}
 
 
-def publish_tile_weights(storage: Storage, countries, parameter_hash: str = PH) -> str:
-    """A minimal tile_weights partition: one tile of weight K per country."""
+def publish_tile_weights(storage: Storage, countries, parameter_hash: str = PH, *, fallback=(),
+                         row_group_rows: int = 2) -> str:
+    """A minimal tile_weights partition: one tile of weight K per country (``fallback``: zero_mass_fallback)."""
     countries = sorted(countries)
     t = pa.table({"country_iso": pa.array(countries, pa.string()),
                   "tile_id": pa.array(range(len(countries)), pa.uint64()),
                   "weight_fp": pa.array([10**8] * len(countries), pa.uint64()),
                   "dp": pa.array([8] * len(countries), pa.uint32()),
-                  "zero_mass_fallback": pa.array([False] * len(countries), pa.bool_())})
+                  "zero_mass_fallback": pa.array([c in fallback for c in countries], pa.bool_())})
     target = path_for("tile_weights", parameter_hash=parameter_hash)
     staging = storage.staging_path(target, "test")
-    storage.write_part(staging, part_name(0), write_parquet_bytes(t, dataset("tile_weights"), row_group_rows=2))
+    storage.write_part(staging, part_name(0), write_parquet_bytes(t, dataset("tile_weights"),
+                                                                  row_group_rows=row_group_rows))
     storage.publish(staging, target, "tile_weights")
     return target
 

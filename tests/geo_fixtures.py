@@ -34,6 +34,19 @@ def countries() -> dict[str, object]:
     }
 
 
+def sliver_coast() -> tuple[object, int]:
+    """A country with a coastal sliver tile, and that tile's id on :data:`GRID`.
+
+    An 8 x 8-cell block ([20, 22] x [-5, -3], every tile wholly land) plus a thin spit (0.13 x 0.01 degree)
+    that covers the centre (22.125, -3.875) of the next cell: the centre rule admits that tile although
+    only 2 % of it is land, so a uniform point in it is in the country with probability 0.02 and S6 would
+    exhaust its 64 attempts 27 % of the time.  The spit misses every point of an s x s land-share lattice
+    (s <= 16), so its land share is estimated as 0.
+    """
+    geom = shapely.union(box(20.0, -5.0, 22.0, -3.0), box(22.0, -3.88, 22.13, -3.87))
+    return geom, int(GRID.tile_id(55, 808))
+
+
 def cell_grid_brute_force(geom, grid: Grid) -> np.ndarray:
     """Sorted tile ids whose centre is covered by ``geom`` (slow reference: every cell of the grid)."""
     rows, cols = np.divmod(np.arange(grid.n_cells), grid.ncols)

@@ -14,7 +14,7 @@ from segment1b.errors import InputError
 from segment1b.generator import (SCALES, CountryTable, generate_block, generator_parameters, manifest_fingerprint,
                                  plan_blocks)
 from segment1b.s0_gate import FLAG_NAME, INDEX_NAME
-from segment1b.storage import write_parquet_bytes
+from segment1b.storage import Storage, write_parquet_bytes
 
 from catalogue_fixtures import COUNTRIES_CSV
 
@@ -238,3 +238,22 @@ def test_countries_are_restricted_to_those_with_tile_weights(storage):
     assert t.iso == ("DE", "FR", "GB", "LU", "MC") and min(t.population) > 0
     with pytest.raises(InputError, match="E101"):
         countries_with_tiles(storage, "0" * 64)
+
+
+@pytest.mark.parametrize("row_group_rows", [1, 2, 5])  # one country per row group / mixed row groups
+def test_default_catalogues_leave_out_zero_mass_fallback_countries(tmp_path, row_group_rows):
+    from catalogue_fixtures import PH, publish_tile_weights
+
+    from jobs.generate import catalogue_countries, resolve_countries, tile_weight_countries
+
+    storage = Storage(str(tmp_path / "root"))
+    publish_tile_weights(storage, ["DE", "FR", "GB", "LU", "MC"], fallback=("GB", "MC"), row_group_rows=row_group_rows)
+    assert tile_weight_countries(storage, PH) == {"DE": False, "FR": False, "GB": True, "LU": False, "MC": True}
+    assert catalogue_countries(storage, PH) == ["DE", "FR", "LU"]
+    out = io.StringIO()
+    t = resolve_countries(storage, countries_csv=None, parameter_hash=PH, out=out)
+    assert t.iso == ("DE", "FR", "LU") and "without 2 zero-mass fallback" in out.getvalue()
+    # a user's country list keeps them (S6 may then fail with E613 there), with a note
+    out = io.StringIO()
+    t = resolve_countries(storage, countries_csv=str(COUNTRIES_CSV), parameter_hash=PH, out=out)
+    assert t.iso == ("DE", "FR", "GB", "LU", "MC") and "GB, MC" in out.getvalue()

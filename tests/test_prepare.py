@@ -90,6 +90,37 @@ def test_identical_bytes_with_one_and_two_workers(tmp_path, client, client1, cou
     assert digests[0] == digests[1]
 
 
+def test_proxy_gives_slivers_no_weight_and_is_identical_with_one_and_two_workers(tmp_path, client, client1):
+    from jobs.generate import catalogue_countries
+
+    pt, sliver = gf.sliver_coast()
+    # SM: a micro-island around one cell centre (4 % of the cell): every tile is a sliver -> fallback
+    path = gf.write_countries(tmp_path / "c.parquet", {**gf.countries(), "PT": pt})
+    digests = []
+    for c, name in ((client, "two"), (client1, "one")):
+        storage = Storage(str(tmp_path / name))
+        s = run(storage, c, countries=path, basis="population_proxy", unit_cells=40)
+        ph = s["parameter_hash"]
+        digests.append(
+            {d: storage.partition_digest(path_for(d, parameter_hash=ph)) for d in ("tile_index", "tile_weights")}
+        )
+    assert digests[0] == digests[1]
+    weights = read_dataset(storage, "tile_weights", ph).to_pandas()
+    pt_w = weights[weights.country_iso == "PT"].set_index("tile_id")
+    assert len(pt_w) == 65 and pt_w.weight_fp.sum() == 10**8 and not pt_w.zero_mass_fallback.any()
+    assert pt_w.weight_fp[sliver] == 0  # in tile_index (centre rule), but S4 never allocates to it
+    assert (pt_w.drop(sliver).weight_fp > 0).all()
+    sm = weights[weights.country_iso == "SM"]
+    assert len(sm) == 1 and sm.zero_mass_fallback.all() and sm.weight_fp.sum() == 10**8
+    assert "SM" not in catalogue_countries(storage, ph) and "PT" in catalogue_countries(storage, ph)
+    s1r = storage.read_json(f"control/tile_index/parameter_hash={ph}/s1_run_report.json")
+    s2r = storage.read_json(f"control/tile_weights/parameter_hash={ph}/s2_run_report.json")
+    assert s1r["land_share_partial_tiles"] > 0 and "SM" in s2r["zero_mass_fallback_countries"]
+    pt_r = next(c for c in s2r["countries"] if c["country_iso"] == "PT")
+    assert pt_r["partial_tiles"] == pt_r["tiles_below_min_land_share"] == 1
+    assert s2r["proxy"]["min_land_share"] == (0.25).hex() and s2r["proxy"]["land_samples"] == 8
+
+
 def test_population_raster_defines_the_grid_and_zero_mass_falls_back(
     storage, client, tmp_path, countries_file
 ):

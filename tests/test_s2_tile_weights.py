@@ -221,7 +221,46 @@ def test_proxy_masses_rural_floor_and_no_towns():
 
 def test_proxy_params_are_canonical_and_exact():
     c = s2.ProxyParams().canonical()
-    assert c["rural_share"] == (0.1).hex() and c["version"] == 1
+    assert c["rural_share"] == (0.1).hex() and c["version"] == 2
+    assert c["land_samples"] == 8 and c["min_land_share"] == (0.25).hex()
+    assert 0.75**64 < 1e-7  # a tile at the minimum land share exhausts S6's 64 attempts this rarely
+    for bad in ({"land_samples": 0}, {"land_samples": 17}, {"min_land_share": 1.5}):
+        with pytest.raises(InputError):
+            s2.ProxyParams(**bad)
+
+
+def test_proxy_masses_take_the_land_share_and_drop_slivers():
+    params = s2.ProxyParams()
+    area = np.array([2.0, 1.0, 1.0, 1.0])
+    share = np.array([0.5, 0.25, 0.125])  # tiles 0, 2, 3 are coastal; 3 is a sliver below 0.25
+    land = float((area * np.r_[0.5, 1.0, 0.25, 0.125]).sum())  # A_c = sum f a = 2.375
+    m = s2.proxy_masses(area, np.array([1, 3]), np.array([50.0, 80.0]), 100.0, land, params, np.array([0, 2, 3]), share)
+    c = 0.1 * 100.0 / land
+    assert m.tolist() == [0.5 * (2.0 * c), 50.0 + c, 0.25 * c, 0.0]
+    # no towns: land area; slivers still 0
+    m0 = s2.proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, land, params, np.array([0, 2, 3]), share)
+    assert m0.tolist() == [1.0, 1.0, 0.25, 0.0]
+    # boundary: exactly the minimum share is kept
+    assert s2.proxy_masses(area[:1], np.zeros(0, int), np.zeros(0), 0.0, 0.5, params, np.array([0]),
+                           np.array([0.25])).tolist() == [0.5]
+
+
+def test_all_sliver_country_gets_the_zero_mass_fallback():
+    params = s2.ProxyParams()
+    area = np.array([3.0, 2.0, 1.0])
+    share = np.array([0.2, 0.0, 0.125])
+    land = float((area * share).sum())
+    m = s2.proxy_masses(area, np.array([0]), np.array([7.0]), 7.0, land, params, np.arange(3), share)
+    assert m.tolist() == [0.0, 0.0, 0.0]
+    w, fallback, _ = s2.country_weights(m, np.arange(3, dtype=np.uint64), 2, "MO")
+    assert fallback and w.tolist() == [34, 33, 33]
+
+
+def test_land_area_total_is_exact_per_row_and_matches_area_total_without_coast():
+    rows_count, row_area = np.array([3, 1]), np.array([0.1, 0.2])
+    assert s2.land_area_total(rows_count, row_area, np.zeros(2, np.int64), 8) == s2.area_total(rows_count, row_area)
+    # row 0 loses 64 - 16 lattice points (one tile at f = 0.25): 0.1 * 2.25 + 0.2
+    assert s2.land_area_total(rows_count, row_area, np.array([48, 0]), 8) == pytest.approx(0.425, rel=1e-15)
 
 
 def test_area_total_is_exact_sum():
