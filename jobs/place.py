@@ -14,8 +14,11 @@ Parts are scheduled in order (priorities), so a worker holds about one part of r
 memory is bounded by the part size, not by the dataset.  Every draw is keyed by (merchant, country,
 site), never by unit, worker or retry, so the bytes do not depend on any of them.
 
-Resume: each finished part leaves a small progress record next to the staging folder; a rerun under
-the same run_id skips parts whose files are there and intact, and datasets already published.
+Resume: each finished part leaves a small progress record (rows, counts, the size of every file it wrote)
+next to the staging folders, which are named by run_id; a rerun under the same run_id skips parts whose
+files are all there with their recorded sizes.  A state counts as done only when its dataset and event log
+are published *and* its run report holds the receipt; a run killed between those steps finishes them
+(publishing settles on the same bytes), then writes the RNG trace and removes the progress records.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +45,8 @@ from segment1b.s6_jitter import jitter_sites
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .refcache import country_geometry
-from .runtime import StateReport, country_timings, gather, task_key, timed, token_of, write_run_report
+from .runtime import (StateReport, country_timings, gather, has_receipt, task_key, timed,
+                      token_of, write_run_report)
 from .tiles import RowGroupRef, country_row_groups, iter_country, tiles_present
 from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
 
@@ -53,6 +57,10 @@ DATASET_OF = {"s4": "s4_alloc_plan", "s5": "s5_site_tile_assignment", "s6": "s6_
 LABEL_OF = {"s5": rng.S5_LABEL, "s6": rng.S6_LABEL}
 MODULE_OF = {"s5": rng.S5_MODULE, "s6": rng.S6_MODULE}
 DRAWS_PER_EVENT = {"s5": 1, "s6": 2}
+
+
+# Share of a worker thread's memory limit one unit may use at its peak (see _memory_bound_sites).
+MEMORY_FRACTION_PER_UNIT = 0.25
 
 
 @dataclass(frozen=True)
@@ -131,17 +139,16 @@ def _stack(units: list[dict[str, Any]], columns: list[str]) -> tuple[dict[str, n
 
 
 def _iso_strings(codes: np.ndarray) -> pa.Array:
-    chars = np.empty((len(codes), 2), dtype=np.uint8)
-    chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
-    return pa.array(chars.view("S2").ravel().astype(str), pa.string())
+    return pa.array(_iso_text(codes), pa.string())
 
 
-def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: str, part: int,
+def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], progress: str, part: int,
                 ident: RunIdentity, units: list[dict[str, Any]]) -> dict[str, Any]:
     """Sort one part's unit results merchant-major and write the dataset part (+ RNG events part).
 
-    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts and the timing of
-    every unit, so that the client never fetches the units' arrays.
+    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts, the size of each
+    file written and the timing of every unit, so that the client never fetches the units' arrays.  A
+    ``None`` staging folder means that dataset (or log) is already published: its part is not written.
     """
     timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
                 "_cpu_s": u.get("_cpu_s", 0.0)} for u in units]
@@ -150,7 +157,16 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: 
     for u in units:
         per_country[u["country_iso"]] += u["rows"]
     record: dict[str, Any] = {"part": part, "rows": 0, "events": 0, "countries": dict(per_country),
-                              "units": timings}
+                              "units": timings, "bytes": {}}
+
+    def put(role: str, name: str, data: bytes | Iterator[bytes]) -> None:
+        # bytes, or chunks streamed into the file (event logs: never all of a part's lines in memory)
+        if staging.get(role) is not None:
+            if isinstance(data, bytes):
+                storage.write_part(staging[role], name, data)
+                record["bytes"][role] = len(data)
+            else:
+                record["bytes"][role] = storage.write_stream(posixpath.join(staging[role], name), data)
     if kind == "s4":
         cols, iso = _stack(units, ["merchant_id", "tile_id", "n_sites_tile"]) if units else ({}, None)
         if units:
@@ -160,7 +176,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: 
             record["rows"] = table.num_rows
             record["ties_broken"] = int(sum(u["ties_broken"] for u in units))
             record["pairs"] = int(sum(u["pairs"] for u in units))
-            storage.write_part(staging["data"], part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
+            put("data", part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
     elif units:
         names = ["merchant_id", "site_order", "tile_id"]
         extra = ["u", "before_hi", "before_lo", "after_hi", "after_lo"] if kind == "s5" else \
@@ -174,15 +190,13 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: 
                 "tile_id": cols["tile_id"]}
         if kind == "s6":
             data.update(delta_lat_deg=cols["delta_lat_deg"], delta_lon_deg=cols["delta_lon_deg"],
-                        manifest_fingerprint=pa.array(np.full(len(order), ident.manifest_fingerprint), pa.string()))
+                        manifest_fingerprint=_repeated_string(ident.manifest_fingerprint, len(order)))
         table = pa.table(data)
-        storage.write_part(staging["data"], part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
+        put("data", part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
         envelope = {"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
                     "parameter_hash": ident.parameter_hash, "manifest_fingerprint": ident.manifest_fingerprint}
         if kind == "s5":
-            events = rng.s5_events_jsonl(envelope, cols["merchant_id"], iso_arr.to_numpy(zero_copy_only=False),
-                                         cols["site_order"], cols["tile_id"], cols["u"], cols["before_hi"],
-                                         cols["before_lo"], cols["after_hi"], cols["after_lo"])
+            events = _s5_events(cols, iso_sorted, envelope)
             record["events"] = len(order)
         else:
             events, n_events, hist = _s6_events(units, envelope)
@@ -193,7 +207,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str], progress: 
             record["country_events"] = _country_sum(units, lambda u: len(u["ev_site"]))
             record["country_outside_pixel"] = _country_sum(units, lambda u: u["outside_pixel"])
             record["country_outside_country"] = _country_sum(units, lambda u: u["outside_country"])
-        storage.write_part(staging["events"], part_name(part, ".jsonl"), events)
+        put("events", part_name(part, ".jsonl"), events)
         record["rows"] = table.num_rows
     storage.write_bytes(posixpath.join(progress, f"{kind}-{part_name(part, '.json')}"),
                         json.dumps(record).encode())
@@ -207,8 +221,36 @@ def _country_sum(units: list[dict[str, Any]], value) -> dict[str, int]:
     return dict(out)
 
 
-def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[bytes, int, list[int]]:
-    """S6 event lines of a part in (merchant, country, site_order, attempt) order."""
+# Events formatted at a time by the part writers: the JSON lines of a part (about 700 bytes per event) are
+# streamed to the file chunk by chunk instead of being built whole (benchmarks/bench_unit_memory.py).
+EVENT_CHUNK = 1 << 16
+
+
+def _repeated_string(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string as an Arrow string array, built from its buffers (no NumPy strings)."""
+    raw = value.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
+
+
+def _iso_text(codes: np.ndarray) -> np.ndarray:
+    chars = np.empty((len(codes), 2), dtype=np.uint8)
+    chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
+    return chars.view("S2").ravel().astype(str)
+
+
+def _s5_events(cols: dict[str, np.ndarray], iso: np.ndarray, envelope: dict[str, Any]) -> Iterator[bytes]:
+    """S5 event lines of a part (rows already in writer-sort order), :data:`EVENT_CHUNK` rows at a time."""
+    for a in range(0, len(iso), EVENT_CHUNK):
+        b = a + EVENT_CHUNK
+        yield rng.s5_events_jsonl(envelope, cols["merchant_id"][a:b], _iso_text(iso[a:b]), cols["site_order"][a:b],
+                                  cols["tile_id"][a:b], cols["u"][a:b], cols["before_hi"][a:b],
+                                  cols["before_lo"][a:b], cols["after_hi"][a:b], cols["after_lo"][a:b])
+
+
+def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[Iterator[bytes], int, list[int]]:
+    """S6 event lines of a part in (merchant, country, site_order, attempt) order (a generator of chunks
+    of :data:`EVENT_CHUNK` lines), their number and the attempt histogram."""
     m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo = ([] for _ in range(12))
     hist = np.zeros(65, dtype=np.int64)
     for u in units:
@@ -223,10 +265,14 @@ def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[b
         hist += np.bincount(u["attempts"], minlength=65)[:65]
     cols = [np.concatenate(c) for c in (m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo)]
     order = np.lexsort((cols[4], cols[2], cols[1], cols[0]))
-    c = [x[order] for x in cols]
-    data = rng.s6_events_jsonl(envelope, c[0], _iso_strings(c[1]).to_numpy(zero_copy_only=False), c[2], c[3], c[4],
-                               c[5], c[6], c[7], c[8], c[9], c[10], c[11])
-    return data, len(order), hist[1:].tolist()
+
+    def chunks() -> Iterator[bytes]:
+        for a in range(0, len(order), EVENT_CHUNK):
+            c = [x[order[a:a + EVENT_CHUNK]] for x in cols]
+            yield rng.s6_events_jsonl(envelope, c[0], _iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+                                      c[9], c[10], c[11])
+
+    return chunks(), len(order), hist[1:].tolist()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,23 +292,38 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     started = utc_now()
     tokens = ident.tokens
     targets = {s: path_for(DATASET_OF[s], **tokens) for s in states}
-    to_write = [s for s in states if not storage.is_published(targets[s])]
+    ev_targets = {s: path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens)
+                  for s in states if s in LABEL_OF}
+    # A state is done when its dataset (and event log) is published and its run report, written last, holds
+    # the receipt: a run killed between those steps is finished here, never skipped half-way (S9 needs both).
+    need = {s: {"data": not storage.is_published(targets[s]),
+                "events": s in ev_targets and not storage.is_published(ev_targets[s])} for s in states}
+    to_write = [s for s in states if need[s]["data"] or need[s]["events"]
+                or not has_receipt(storage, s, tokens, targets[s])]
+    progress = posixpath.join(path_for("run_receipt", **tokens).rsplit("/", 1)[0], f"place-progress-{ident.run_id}")
     if not to_write:
+        labels = {LABEL_OF[s] for s in states if s in LABEL_OF}
+        if not labels <= _trace_labels(storage, ident):  # killed after the run reports, before the trace
+            _write_trace(storage, ident, progress, _recorded_parts(storage, progress))
+        storage.remove(progress)  # the last step of a finished run
+        _drop_staging(storage, [*targets.values(), *ev_targets.values()], ident.run_id)
         print(f"  s4-s6: {', '.join(DATASET_OF[s] for s in states)} already published; nothing to do", file=out)
         return {s: {"skipped": True} for s in states}
 
+    _check_parameters(storage, ident.parameter_hash, grid, countries_sha256)
     req = _read_requirements(storage, ident)
     parts = plan_parts(req["merchant_id"], req["n_sites"], config.part_sites)
     max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
     units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
                        max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
                        skew=config.skew)
-    staging = {s: {"data": storage.staging_path(targets[s], ident.run_id)} for s in to_write}
+    # Staging folders are named by run_id, so a resumed run (same run_id) finds the parts it wrote before;
+    # a dataset or log that is already published gets no staging folder (None: its parts are not written).
+    staging = {s: {"data": storage.staging_path(targets[s], ident.run_id) if need[s]["data"] else None}
+               for s in to_write}
     for s in to_write:
         if s in LABEL_OF:
-            staging[s]["events"] = storage.staging_path(
-                path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens), ident.run_id)
-    progress = posixpath.join(path_for("run_receipt", **tokens).rsplit("/", 1)[0], f"place-progress-{ident.run_id}")
+            staging[s]["events"] = storage.staging_path(ev_targets[s], ident.run_id) if need[s]["events"] else None
     done_parts = _finished_parts(storage, progress, to_write, staging, len(parts))
     todo_parts = [p for p in parts if p.index not in done_parts]
     if "s5" in to_write or "s6" in to_write:
@@ -331,12 +392,15 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
         if s not in to_write:
             summary[s] = {"skipped": True}
             continue
-        receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens)
+        if staging[s]["data"] is not None:
+            receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens)
+        else:  # published by the interrupted run; its report was not written yet
+            receipt = {"partition_path": targets[s], "sha256_hex": storage.partition_digest(targets[s])}
         extra: dict[str, Any] = {}
         if s in LABEL_OF:
-            ev_target = path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens)
-            storage.publish(staging[s]["events"], ev_target, "rng_events")
-            extra["rng_events_path"] = ev_target
+            if staging[s]["events"] is not None:
+                storage.publish(staging[s]["events"], ev_targets[s], "rng_events")
+            extra["rng_events_path"] = ev_targets[s]
         report = _state_report(s, ident, records[s], receipt, wall, peaks, client, started, len(parts),
                                len(done_parts), extra)
         path = write_run_report(storage, report, **tokens)
@@ -344,6 +408,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     if any(s in LABEL_OF for s in to_write):
         _write_trace(storage, ident, progress, len(parts))
     storage.remove(progress)
+    _drop_staging(storage, [*targets.values(), *ev_targets.values()], ident.run_id)
     return summary
 
 
@@ -364,33 +429,94 @@ def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.nda
             "n_sites": t["n_sites"].to_numpy()}
 
 
+def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countries_sha256: str) -> None:
+    """E310 unless the grid and polygons handed in are the ones recorded for ``parameter_hash``.
+
+    S6 draws in the grid's cells and tests points against the polygons, and S7/S9 later read both back
+    from the record: placing with anything else would publish sites under a parameter_hash that does not
+    describe them.
+    """
+    from .parameters import load_parameters
+
+    recorded = load_parameters(storage, parameter_hash)
+    given = {"grid": grid.to_params(), "countries_sha256": countries_sha256}
+    have = {"grid": recorded.grid.to_params(), "countries_sha256": recorded.countries_sha256}
+    wrong = [{"parameter": k, "given": given[k], "recorded": have[k]} for k in given if given[k] != have[k]]
+    if wrong:
+        raise InputError("E310_PARAMETER_HASH_MISMATCH", f"the {' and '.join(r['parameter'] for r in wrong)} "
+                         f"given to S4-S6 differ from the parameters recorded for parameter_hash {parameter_hash}",
+                         dataset="parameters", path=storage.url(path_for("parameters", parameter_hash=parameter_hash)),
+                         rows=wrong, hint="pass the grid and polygons that `segment1b prepare` used for this "
+                                          "parameter_hash (jobs.pipeline.prepared_grid)")
+
+
 def _memory_bound_sites(client) -> int:
-    """Largest unit (sites) that fits a quarter of the smallest worker's memory limit."""
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
-    limits = [x for x in limits if x]
-    if not limits:
+    """Largest unit (sites) whose peak fits a quarter of a worker's memory limit per thread.
+
+    A worker runs one unit per thread at a time, so its limit is shared by its threads; the smallest
+    share over the workers decides.  The rest of the limit is left for the process itself (imports,
+    reference polygons), results waiting for their part writer and Dask's spill/pause thresholds.
+    """
+    shares = [(w.get("memory_limit") or 0) / max(int(w.get("nthreads") or 1), 1)
+              for w in client.scheduler_info()["workers"].values()]
+    shares = [x for x in shares if x]
+    if not shares:
         return 10**9
-    return max(1_000, int(min(limits) * 0.25 / UNIT_BYTES_PER_SITE))
+    return max(1_000, int(min(shares) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE))
 
 
-def _finished_parts(storage: Storage, progress: str, kinds: list[str], staging: dict[str, dict[str, str]],
+def _file_sizes(storage: Storage, folder: str | None) -> dict[str, int]:
+    """Name -> size of the files directly in a staging folder (one listing, also on object stores)."""
+    if folder is None:
+        return {}
+    try:
+        entries = storage.fs.ls(storage.abspath(folder).rstrip("/"), detail=True)
+    except FileNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0) for e in entries
+            if e.get("type") == "file"}
+
+
+def _finished_parts(storage: Storage, progress: str, kinds: list[str], staging: dict[str, dict[str, str | None]],
                     n_parts: int) -> set[int]:
-    """Parts whose files of every kind are in staging with a progress record (resume)."""
+    """Parts that a resumed run need not compute again: a progress record of every kind, and every file
+    the record lists still in its staging folder with the recorded size (files of a published dataset or
+    log are not needed).  Part files are written whole (temporary file + rename, or one PUT), so a part
+    killed while it was written has no record and is computed again."""
+    records = dict(zip(*_progress_records(storage, progress)))
+    sizes = {(k, role): _file_sizes(storage, staging[k].get(role)) for k in kinds for role in ("data", "events")}
     done = set()
     for p in range(n_parts):
         ok = True
         for k in kinds:
-            rec = posixpath.join(progress, f"{k}-{part_name(p, '.json')}")
-            if not storage.exists(rec):
+            rec = records.get(f"{k}-{part_name(p, '.json')}")
+            if rec is None:
                 ok = False
                 break
-            r = json.loads(storage.read_bytes(rec))
-            if r["rows"] and not storage.exists(posixpath.join(staging[k]["data"], part_name(p))):
-                ok = False
+            for role, name in (("data", part_name(p)), ("events", part_name(p, ".jsonl"))):
+                if staging[k].get(role) is None or not rec["rows"]:
+                    continue
+                expected = rec.get("bytes", {}).get(role)
+                got = sizes[(k, role)].get(name)
+                if got is None or (expected is not None and got != expected):
+                    ok = False
+            if not ok:
                 break
         if ok:
             done.add(p)
     return done
+
+
+def _progress_records(storage: Storage, progress: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Names and contents of the progress records in ``progress`` (unreadable ones are left out)."""
+    names, records = [], []
+    for name in storage.list_files(progress):
+        try:
+            records.append(json.loads(storage.read_bytes(posixpath.join(progress, name))))
+            names.append(name)
+        except (ValueError, FileNotFoundError):
+            continue
+    return names, records
 
 
 def _part_records(storage: Storage, progress: str, kind: str, n_parts: int) -> list[dict[str, Any]]:
@@ -422,6 +548,28 @@ def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
                                "manifest_fingerprint": ident.manifest_fingerprint,
                                "parameter_hash": ident.parameter_hash}, build_commit())
     storage.write_bytes(rel, rng.jsonl_lines([record]))
+
+
+def _drop_staging(storage: Storage, targets: list[str], run_id: str) -> None:
+    """Remove this run's staging folders of published partitions: on an object store, a run killed after a
+    publish's marker and before the staging folder was deleted leaves one behind (hidden, but not needed)."""
+    for target in targets:
+        if storage.is_published(target):
+            storage.remove(storage.staging_path(target, run_id))
+
+
+def _trace_labels(storage: Storage, ident: RunIdentity) -> set[str]:
+    """Substream labels that the run's RNG trace log already accounts for."""
+    rel = path_for("rng_trace_log", **ident.log_tokens)
+    if not storage.exists(rel):
+        return set()
+    return {json.loads(line)["substream_label"] for line in storage.read_bytes(rel).decode().splitlines() if line}
+
+
+def _recorded_parts(storage: Storage, progress: str) -> int:
+    """Number of parts with progress records (the records of a kind are numbered 0..n-1)."""
+    names = storage.list_files(progress)
+    return max((sum(n.startswith(f"{k}-part-") for n in names) for k in STATES), default=0)
 
 
 def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: int) -> None:

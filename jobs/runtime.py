@@ -26,8 +26,8 @@ from segment1b.errors import Segment1BError
 from segment1b.identity import build_commit, utc_now
 from segment1b.storage import Storage, canonical_json
 
-__all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "timed",
-           "country_timings"]
+__all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "has_receipt",
+           "published_receipt", "timed", "country_timings"]
 
 
 def token_of(*parts: Any) -> str:
@@ -182,6 +182,29 @@ def write_run_report(storage: Storage, report: StateReport, **tokens: Any) -> st
     rel = report_path(report.state, **tokens)
     storage.write_json(rel, report.to_dict())
     return rel
+
+
+def published_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], target: str) -> dict[str, str] | None:
+    """The determinism receipt for partition ``target`` in state ``sN``'s run report, or None.
+
+    Jobs write the report after publishing, so this is how a resumed run tells a finished state from one
+    that was killed between publishing and reporting (S9 needs the receipts: E911 without them).
+    """
+    rel = report_path(state, **tokens)
+    if not storage.exists(rel):
+        return None
+    try:
+        for r in storage.read_json(rel).get("determinism_receipt", []):
+            if r.get("partition_path") == target and r.get("sha256_hex"):
+                return dict(r)
+    except (ValueError, AttributeError, TypeError):  # unreadable: the state is finished again and rewrites it
+        return None
+    return None
+
+
+def has_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], target: str) -> bool:
+    """True when state ``sN``'s run report holds a receipt for ``target`` (see :func:`published_receipt`)."""
+    return published_receipt(storage, state, tokens, target) is not None
 
 
 def raise_first(errors: list[BaseException]) -> None:

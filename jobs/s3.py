@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Collection
 
-from segment1b.contracts import dataset, path_for
+from segment1b.contracts import dataset, path_for, report_path
 from segment1b.errors import InputError, Segment1BError
 from segment1b.identity import RunIdentity
 from segment1b.s3_requirements import (READ_COLUMNS, STRING_COLUMNS, UnitRuns, UnitSummary, check_footer_schema,
@@ -39,7 +39,8 @@ from segment1b.s3_requirements import (READ_COLUMNS, STRING_COLUMNS, UnitRuns, U
                                        stitch, stitchable)
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
-from .runtime import StateReport, gather, publish, task_key, timed, token_of, write_run_report
+from .runtime import (StateReport, gather, publish, published_receipt, task_key, timed, token_of,
+                      write_run_report)
 from .s0 import run_s0
 
 __all__ = ["run_s3", "plan_read_units", "ReadUnit", "reduce_task", "write_task", "register",
@@ -188,6 +189,12 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
 
     gate = run_s0(storage, manifest_fingerprint=identity.manifest_fingerprint, seed=identity.seed, out=out)
     t = lap("s0_gate", t0)
+    target = path_for("s3_requirements", **identity.tokens)
+    done = _published_and_intact(storage, identity, target)
+    if done is not None:  # resume: published by an earlier run of this identity, its report written last
+        print(f"  S3 requirements: {done.get('rows', 0):,} pairs already published and intact; nothing to do",
+              file=out)
+        return {**done, "report_path": report_path("s3", **identity.tokens), "skipped": True}
     reset_worker_memory_peaks(client)
 
     catalogue = path_for("outlet_catalogue", seed=identity.seed, manifest_fingerprint=identity.manifest_fingerprint)
@@ -227,7 +234,6 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
         plan = plan_output(stitched.owned, pairs_per_part)
         t = lap("stitch", t)
 
-        target = path_for("s3_requirements", **identity.tokens)
         staging = storage.staging_path(target, token)
         storage.remove(staging)
         for j, pieces in enumerate(plan):
@@ -270,6 +276,16 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     result = report.to_dict()
     result["report_path"] = report_rel
     return result
+
+
+def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) -> dict[str, Any] | None:
+    """The S3 run report when ``s3_requirements`` is published with the digest its report recorded."""
+    receipt = published_receipt(storage, "s3", identity.tokens, target)
+    if receipt is None or not storage.is_published(target):
+        return None
+    if storage.partition_digest(target) != receipt["sha256_hex"]:
+        return None  # changed after publication: recomputing then refuses it (E_IMMUTABLE_...) with both digests
+    return storage.read_json(report_path("s3", **identity.tokens))
 
 
 # -- command line --------------------------------------------------------------------------------------

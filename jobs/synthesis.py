@@ -29,7 +29,7 @@ from segment1b.storage import Storage, part_name, write_parquet_bytes
 from .parameters import load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
                     read_catalogue_keys, read_part)
-from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
+from .runtime import StateReport, gather, has_receipt, task_key, timed, token_of, write_run_report
 from .tiles import RowGroupRef
 
 __all__ = ["run_s7_s8"]
@@ -85,7 +85,10 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
     tokens = ident.tokens
     target7 = path_for(S7, **tokens)
     target8 = path_for(S8, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
-    if storage.is_published(target7) and storage.is_published(target8):
+    # done only when both are published and both run reports (written last) hold their receipts: a run
+    # killed in between computes the parts again, publishing then settles (same bytes) and writes the reports
+    if all(storage.is_published(t) and has_receipt(storage, st, tokens, t)
+           for st, t in (("s7", target7), ("s8", target8))):
         print(f"  s7-s8: {S7} and {S8} already published; nothing to do", file=out)
         return {"s7": {"skipped": True}, "s8": {"skipped": True}}
 
@@ -132,7 +135,7 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
         receipt8 = {"partition_path": target8, "sha256_hex": storage.publish(staging8, target8, S8)}
     except BaseException:
         for s in (staging7, staging8):
-            storage.remove(s)
+            storage.discard(s)  # best effort: a failing cleanup must not hide the failure itself
         raise
     wall = time.perf_counter() - t_start
     records = sorted(results.values(), key=lambda r: r["part"])

@@ -19,9 +19,13 @@ import numpy as np
 __all__ = ["Part", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE"]
 
 DEFAULT_PART_SITES = 1 << 20
-# Peak worker bytes per site of a unit through S4->S5->S6 (arrays, Arrow tables, event columns); measured
-# with benchmarks/bench_pipeline.py and rounded up.  Used to keep units well inside a worker's memory.
-UNIT_BYTES_PER_SITE = 2_000
+# Peak worker bytes per site of a unit through S4->S5->S6: the three results kept for the part writers,
+# the kernels' temporaries and one pickled copy of the S6 result (sent to the writer).  Measured with
+# ``python -m benchmarks.run unit_memory --scale 500k`` (tracemalloc peak and VmHWM rise, 500 000 sites):
+# 409 B/site for a country whose tiles are all land (1.0 jitter attempts per site); 698 B/site traced and
+# up to 956 B/site resident for an archipelago (``--scale 500k-islands``, 2.8 attempts per site).  Rounded
+# up from the worst; used to keep units well inside a worker's memory (jobs.place._memory_bound_sites).
+UNIT_BYTES_PER_SITE = 1_024
 
 
 @dataclass(frozen=True)

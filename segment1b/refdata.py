@@ -234,7 +234,8 @@ def clean_natural_earth(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return out, report
 
 
-def validate_countries(iso, geometry, *, source: str = "") -> tuple[tuple[str, ...], np.ndarray, dict]:
+def validate_countries(iso, geometry, *, source: str = "",
+                       repair: bool = True) -> tuple[tuple[str, ...], np.ndarray, dict]:
     """Validate, repair and dissolve country polygons (E001, E004, E005).
 
     Parameters
@@ -245,6 +246,10 @@ def validate_countries(iso, geometry, *, source: str = "") -> tuple[tuple[str, .
         Lon/lat polygons, one per feature.
     source : str
         File name for messages.
+    repair : bool
+        Repair invalid (e.g. self-intersecting) polygons with ``make_valid`` and count them (the embedded
+        Natural Earth data, whose one invalid feature is a known defect); ``False`` refuses them with
+        E001 instead (user files: their geometry is never changed silently).
 
     Returns
     -------
@@ -255,7 +260,8 @@ def validate_countries(iso, geometry, *, source: str = "") -> tuple[tuple[str, .
     InputError
         ``E005_ISO_FK`` for codes that are not uppercase ISO alpha-2 codes of the ISO table,
         ``E001_GEO_INVALID`` for missing, empty or non-polygonal geometries (and ones ``make_valid``
-        cannot repair), ``E004_BOUNDS`` for coordinates outside [-180, 180] x [-90, 90].
+        cannot repair, or any invalid one when ``repair`` is false), ``E004_BOUNDS`` for coordinates
+        outside [-180, 180] x [-90, 90].
     """
     table = iso_table()
     iso = np.asarray([("" if v is None else str(v)) for v in iso], dtype=object)
@@ -317,6 +323,15 @@ def validate_countries(iso, geometry, *, source: str = "") -> tuple[tuple[str, .
         {"feature": int(i), "country_iso": iso[i], "reason": shapely.is_valid_reason(geometry[i])}
         for i in np.flatnonzero(invalid)
     ]
+    if invalid.any() and not repair:
+        raise InputError(
+            "E001_GEO_INVALID",
+            f"{len(repaired)} country geometries are invalid (OGC validity, e.g. a self-intersecting ring)",
+            dataset="countries",
+            path=source or None,
+            rows=repaired,
+            hint="repair them first (shapely.make_valid, or `ogr2ogr -makevalid`) and check the result",
+        )
     if invalid.any():
         geometry = geometry.copy()
         geometry[invalid] = [_polygonal_part(shapely.make_valid(g)) for g in geometry[invalid]]
@@ -404,7 +419,10 @@ def default_countries(*, use_cache: bool = True) -> Countries:
     report.update({"source_sha256": src_sha, "cleaning_version": CLEANING_VERSION})
     countries = Countries(iso, geometry, countries_digest(iso, geometry), str(src), report)
     if use_cache:
-        _write_cache(cache, countries)
+        try:
+            _write_cache(cache, countries)
+        except OSError:  # a read-only or full cache folder only costs the cleaning again next time
+            pass
     return countries
 
 
@@ -456,7 +474,8 @@ def load_countries(path: str, iso_column: str | None = None) -> Countries:
     ------
     InputError
         ``E009`` unreadable, ``E007_CRS_MISMATCH`` projected CRS, ``E005_ISO_FK`` no/unknown ISO column or
-        codes, ``E001_GEO_INVALID``, ``E004_BOUNDS`` (see :func:`validate_countries`).
+        codes, ``E001_GEO_INVALID`` (also for invalid, e.g. self-intersecting, polygons: user geometry is
+        refused, never repaired silently), ``E004_BOUNDS`` (see :func:`validate_countries`).
     """
     import geopandas
 
@@ -498,7 +517,7 @@ def load_countries(path: str, iso_column: str | None = None) -> Countries:
             path=str(path),
         )
     iso, geometry, report = validate_countries(
-        frame[iso_column].to_numpy(), frame.geometry.to_numpy(), source=str(path)
+        frame[iso_column].to_numpy(), frame.geometry.to_numpy(), source=str(path), repair=False
     )
     report.update({"iso_column": iso_column, "source_sha256": _file_sha256(Path(path))})
     return Countries(iso, geometry, countries_digest(iso, geometry), str(path), report)

@@ -122,7 +122,15 @@ class Storage:
 
     @cached_property
     def _fs_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        options = dict(self.storage_options)
+        if fsspec.utils.get_protocol(self.root_url) not in ("file", "local"):
+            # Other processes (Dask workers, a resumed run) write here too: a cached listing would hide their
+            # files from exists()/ls() (s3fs answers from its cache), so listings are fetched every time.
+            options.setdefault("use_listings_cache", False)
+        try:
+            fs, root = fsspec.core.url_to_fs(self.root_url, **options)
+        except TypeError:  # a filesystem without listing caches that refuses the option
+            fs, root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
         return fs, root.rstrip("/")
 
     @property
@@ -157,14 +165,36 @@ class Storage:
         try:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             if self.is_local:
-                tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
+                _write_local(path, [data])
             else:  # object stores: a PUT is atomic per object
                 self.fs.pipe_file(path, data)
+        except OSError as exc:
+            raise _io_error(exc, self.url(rel)) from exc
+
+    def write_stream(self, rel: str, chunks: Iterable[bytes]) -> int:
+        """:meth:`write_bytes` for a file produced chunk by chunk (never whole in memory); returns its size.
+
+        Readers see the old file or the whole new one, never a part: locally the chunks go to a hidden
+        temporary file that is renamed at the end; object stores upload on close (an error discards the
+        upload where the filesystem can).
+        """
+        path = self.abspath(rel)
+        try:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            if self.is_local:
+                return _write_local(path, chunks)
+            size = 0
+            fh = self.fs.open(path, "wb")
+            try:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                if hasattr(fh, "discard"):
+                    fh.discard()
+                raise
+            fh.close()
+            return size
         except OSError as exc:
             raise _io_error(exc, self.url(rel)) from exc
 
@@ -172,9 +202,21 @@ class Storage:
         self.write_bytes(rel, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode("utf-8"))
 
     def remove(self, rel: str) -> None:
+        """Delete a file or folder (recursively) if it exists; ``E_PUBLISH_IO`` if it cannot be deleted."""
         path = self.abspath(rel)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except OSError as exc:
+            raise _io_error(exc, self.url(rel)) from exc
+
+    def discard(self, rel: str) -> None:
+        """Best-effort :meth:`remove` for cleanup after a failure: never raises, so it cannot hide the
+        failure being cleaned up after (a staging folder that stays is hidden and harmless)."""
+        try:
+            self.remove(rel)
+        except Exception:  # noqa: BLE001 - cleanup must not replace the original error
+            pass
 
     def list_files(self, rel: str) -> list[str]:
         """Files under a folder, as paths relative to it, in ASCII order; hidden staging entries excluded."""
@@ -334,9 +376,41 @@ class Storage:
                              dataset=dataset_id or None, path=self.url(rel)) from exc
 
 
+def _write_local(path: str, chunks: Iterable[bytes]) -> int:
+    """Write chunks to a hidden temporary sibling, fsync, rename it to ``path``; return the size.
+
+    A failed write (full disk, file-size limit, an error producing a chunk) removes the temporary file, so
+    nothing partial is left behind, not even hidden.
+    """
+    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+    size = 0
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                size += fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return size
+
+
+_IO_REASONS = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+               errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large (file-size limit or full device)"}
+
+
 def _io_error(exc: OSError, where: str, dataset_id: str | None = None) -> PublishError:
-    reason = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
-              errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno, str(exc))
-    return PublishError("E_PUBLISH_IO", f"cannot write: {reason}", dataset=dataset_id, path=where,
-                        hint="choose a writable --data-root with free space; nothing was published")
+    """``E_PUBLISH_IO`` naming the location, the reason and the operating-system error (errno)."""
+    reason = _IO_REASONS.get(exc.errno, exc.strerror or str(exc))
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    return PublishError("E_PUBLISH_IO", f"cannot write: {reason}" + (f" ({name})" if name else ""),
+                        dataset=dataset_id, path=where,
+                        hint="choose a writable --data-root with free space, then rerun the same command: "
+                             "nothing half-written is visible (staging folders are hidden and reused)")
 

@@ -7,22 +7,16 @@ Pure tests (options, sizing, errors) run without Dask processes.  Tests marked `
 
 from __future__ import annotations
 
-import datetime
 import io
-import ipaddress
-import json
 import operator
 import os
 import pickle
-import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import dask
-import distributed  # imported before any dask.config.set: see _tls_config
+import distributed  # imported before any dask.config.set: see cluster_fixtures.tls_config
 import pytest
 
 from cluster import (
@@ -41,10 +35,9 @@ from cluster import (
     worker_memory_peaks,
 )
 from cluster.local import LOCAL_MAX_WORKERS, LOCAL_MIN_WORKER_MEMORY
+from cluster_fixtures import REPO_ROOT, START_TIMEOUT, make_pki, start_cluster, tls_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
-START_TIMEOUT = 60  # seconds for a subprocess scheduler/worker to come up on a busy 2-core machine
 
 
 @pytest.fixture(autouse=True)
@@ -328,88 +321,9 @@ def test_peak_rss_falls_back_to_getrusage(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def _dask_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dask", *args]
-
-
-class _Processes:
-    """A scheduler, then workers, as subprocesses with logs; stop() ends them and kills what hangs."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
-        self.env = dict(os.environ)
-        # Workers import cluster.memory for the memory probes, as an installed segment1b would provide.
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-        self.env.pop("DASK_SCHEDULER_ADDRESS", None)
-
-    def start(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = self.folder / f"{name}.log"
-        with open(log, "wb") as handle:
-            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=self.folder, start_new_session=True)
-        self.procs.append((proc, log))
-        return proc
-
-    def wait_for_file(self, path: Path, timeout: float = START_TIMEOUT) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for proc, log in self.procs:
-                if proc.poll() is not None:
-                    pytest.fail(f"{log.name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                info = json.loads(path.read_text())
-                if info.get("address"):
-                    return info
-            except (FileNotFoundError, ValueError):
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"{path} did not appear within {timeout} s:\n" + self.logs())
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for _, log in self.procs)
-
-    def stop(self) -> None:
-        """Workers first, then the scheduler: a worker whose scheduler vanished waits on its comms."""
-        first, rest = self.procs[:1], self.procs[1:]
-        for group in (rest, first):
-            for proc, _ in group:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc, _ in group:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the session we created: worker and nanny child
-                    proc.wait(timeout=5)
-
-
-def _start_cluster(folder: Path, *, n_workers: int, tls: dict[str, Path] | None = None):
-    procs = _Processes(folder)
-    scheduler_file = folder / "scheduler.json"
-    tls_args: list[str] = []
-    if tls:
-        tls_args = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
-    try:
-        procs.start("scheduler", _dask_cli(
-            "scheduler", "--host", "127.0.0.1", "--port", "0", "--protocol", "tls" if tls else "tcp",
-            "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file),
-            "--idle-timeout", "600s", *tls_args))  # idle-timeout: a safety net if the test run is killed
-        info = procs.wait_for_file(scheduler_file)
-        for i in range(n_workers):
-            procs.start(f"worker-{i}", _dask_cli(
-                "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--name", f"w{i}",
-                "--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard", "--death-timeout", "60",
-                *tls_args))
-    except BaseException:
-        procs.stop()
-        raise
-    return procs, scheduler_file, info["address"]
-
-
 @pytest.fixture(scope="module")
 def plain_cluster(tmp_path_factory):
-    procs, scheduler_file, address = _start_cluster(tmp_path_factory.mktemp("plain"), n_workers=2)
+    procs, scheduler_file, address = start_cluster(tmp_path_factory.mktemp("plain"), n_workers=2)
     try:
         yield scheduler_file, address
     finally:
@@ -504,69 +418,16 @@ def test_missing_scheduler_file_fails_quickly_and_clearly(tmp_path, clean_config
 # ------------------------------------------------------------------------------------------------
 
 
-def _make_pki(folder: Path, name: str) -> dict[str, Path]:
-    """A self-signed CA and a certificate it signs for 127.0.0.1/localhost (client and server use)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} dask")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = {"ca": folder / f"{name}-ca.pem", "cert": folder / f"{name}-cert.pem", "key": folder / f"{name}-key.pem"}
-    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    paths["key"].chmod(0o600)
-    return paths
-
-
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
     pytest.importorskip("cryptography")
     folder = tmp_path_factory.mktemp("tls")
-    pki = _make_pki(folder, "cluster")
-    procs, scheduler_file, address = _start_cluster(folder, n_workers=1, tls=pki)
+    pki = make_pki(folder, "cluster")
+    procs, scheduler_file, address = start_cluster(folder, n_workers=1, tls=pki)
     try:
         yield pki, scheduler_file, address
     finally:
         procs.stop()
-
-
-def _tls_config(pki: dict[str, Path]) -> dict[str, str]:
-    # Keys under "distributed." given to dask.config.set before distributed is first imported would, on
-    # leaving the block, remove distributed's whole default config; this module imports it up front.
-    return {"distributed.comm.tls.ca-file": str(pki["ca"]),
-            "distributed.comm.tls.client.cert": str(pki["cert"]),
-            "distributed.comm.tls.client.key": str(pki["key"])}
 
 
 @pytest.mark.cluster
@@ -574,7 +435,7 @@ def _tls_config(pki: dict[str, Path]) -> dict[str, str]:
 def test_tls_cluster_with_security_from_dask_config(tls_cluster, clean_config):
     pki, scheduler_file, address = tls_cluster
     assert address.startswith("tls://127.0.0.1:")
-    with dask.config.set({**_tls_config(pki), "segment1b.cluster.scheduler-file": str(scheduler_file),
+    with dask.config.set({**tls_config(pki), "segment1b.cluster.scheduler-file": str(scheduler_file),
                           "segment1b.cluster.worker-timeout": START_TIMEOUT}):
         out = io.StringIO()
         with open_client(out=out) as client:
@@ -597,9 +458,9 @@ def test_tls_cluster_refuses_clients_without_its_certificate(tls_cluster, tmp_pa
     assert info.value.code == "C003_TLS_CONFIG"
     assert "distributed.comm.tls.ca-file" in str(info.value) and "distributed.comm.tls.client.cert" in str(info.value)
     # a certificate from another CA: the TLS handshake fails and the connection is refused
-    rogue = _make_pki(tmp_path, "rogue")
+    rogue = make_pki(tmp_path, "rogue")
     started = time.monotonic()
-    with dask.config.set(_tls_config(rogue)), pytest.raises(ClusterConnectError) as info:
+    with dask.config.set(tls_config(rogue)), pytest.raises(ClusterConnectError) as info:
         _open_must_fail(ClusterOptions(scheduler=address, connect_timeout=3))
     assert info.value.code == "C102_SCHEDULER_UNREACHABLE" and address in str(info.value)
     assert "certificate" in info.value.message and "certificate" in info.value.hint
@@ -611,7 +472,7 @@ def test_tls_cluster_refuses_clients_without_its_certificate(tls_cluster, tmp_pa
 
 def test_local_cluster_uses_tls_when_security_requires_it(tmp_path):
     pytest.importorskip("cryptography")
-    pki = _make_pki(tmp_path, "local")
+    pki = make_pki(tmp_path, "local")
     security = security_from_files(pki["ca"], pki["cert"], pki["key"])
     options = ClusterOptions(n_workers=1, processes=False, dashboard_address=None)
     with open_client(options, security=security, out=io.StringIO()) as client:
@@ -635,9 +496,9 @@ def test_tls_misconfiguration_is_reported_before_connecting(tmp_path, clean_conf
 
 def test_gateway_protocol_needs_dask_gateway(clean_config, monkeypatch, tmp_path):
     pytest.importorskip("cryptography")
-    pki = _make_pki(tmp_path, "gw")
+    pki = make_pki(tmp_path, "gw")
     monkeypatch.setitem(sys.modules, "dask_gateway", None)  # as if not installed
-    with dask.config.set(_tls_config(pki)), pytest.raises(ClusterConfigError) as info:
+    with dask.config.set(tls_config(pki)), pytest.raises(ClusterConfigError) as info:
         _open_must_fail(ClusterOptions(scheduler="gateway://127.0.0.1:1/default.abc"))
     assert info.value.code == "C004_PROTOCOL_UNAVAILABLE" and "pip install dask-gateway" in info.value.hint
 
