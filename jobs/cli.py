@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cluster.errors import ClusterError
 from segment1b.errors import Segment1BError
 
-# Exit codes: 0 ok, 2 usage (argparse), 3 contract failure, 1 anything else (a bug: please report).
+# Exit codes: 0 ok, 2 usage (argparse), 3 contract failure (or a failed validation), 4 no usable Dask cluster
+# (options, TLS, unreachable scheduler: cluster/README.md), 1 anything else (a bug: please report).
 EXIT_CONTRACT_FAILURE = 3
+EXIT_CLUSTER_FAILURE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +37,8 @@ COMMANDS = [
     "validate",     # S9 alone on any data root (jobs/validate.py)
     "verify_flag",  # consumer check of the S9 PASS flag (jobs/verify_flag.py)
     "export",       # site_locations -> one GeoParquet file (jobs/export.py)
+    "pictures",         # `map`: PNG of where the sites landed (jobs/pictures.py)
+    "pictures_report",  # `report`: HTML run report (jobs/pictures_report.py)
 ]
 
 
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except Segment1BError as exc:
         print(f"\nFAILED {exc}", file=sys.stderr)
         return EXIT_CONTRACT_FAILURE
+    except ClusterError as exc:  # C001-C103 from cluster/: code, what was tried, what to do next
+        print(f"\nFAILED {exc}", file=sys.stderr)
+        return EXIT_CLUSTER_FAILURE
     except KeyboardInterrupt:
         print("\ninterrupted; published partitions are intact, rerun the same command to resume", file=sys.stderr)
         return 130

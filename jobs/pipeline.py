@@ -34,6 +34,7 @@ from .session import add_cluster_options, add_root_options, open_session
 __all__ = ["RunRequest", "run_pipeline", "register"]
 
 THROUGH = ("s3", "s4", "s5", "s6", "s8", "s9")
+PERFORMANCE_REPORT = "performance_report.html"  # in the run folder
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class RunSummary:
 
 def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> RunSummary:
     """Run the segment for ``request``; returns the summary (raises the first contract failure)."""
-    from .generate import countries_from_places, countries_with_tiles, run_generate
+    from .generate import catalogue_countries, countries_from_places, countries_with_tiles, run_generate
+    from .pictures_report import report_after_run
     from .prepare import prepare
     from .s3 import run_s3
     from .synthesis import run_s7_s8
@@ -85,23 +87,29 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
         states.append({"state": name, "seconds": round(time.perf_counter() - t0, 3)})
         return result
 
-    prepared = step("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
-                    raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column, out=out)
-    ph = prepared["parameter_hash"]
-    if request.fingerprint is None:
-        eligible = sorted(countries_with_tiles(storage, ph))
-        generated = step("catalogue", run_generate, storage, client, countries_from_places(eligible),
-                         scale=request.scale, seed=request.seed, out=out)
-        fp = generated["manifest_fingerprint"]
-    else:
-        fp = request.fingerprint
-    run_id, resumed = _run_receipt(storage, request, fp, ph)
-    ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
-    summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed})
-    print(f"\nrun_id {run_id}{' (resumed)' if resumed else ''}  seed {request.seed}  fingerprint {fp[:16]}...  "
-          f"parameter_hash {ph[:16]}...", file=out, flush=True)
+    # one performance report for the whole run (S1-S9); it is saved in the run folder, known once S1/S2
+    # and the catalogue have given the identity
+    perf = _performance_report(storage, client)
+    with perf:
+        prepared = step("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
+                        raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
+                        out=out)
+        ph = prepared["parameter_hash"]
+        if request.fingerprint is None:
+            # not the zero-mass fallback countries (every tile a coastal sliver): no E613 by construction
+            eligible = catalogue_countries(storage, ph)
+            generated = step("catalogue", run_generate, storage, client, countries_from_places(eligible),
+                             scale=request.scale, seed=request.seed, out=out)
+            fp = generated["manifest_fingerprint"]
+        else:
+            fp = request.fingerprint
+        run_id, resumed = _run_receipt(storage, request, fp, ph)
+        ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
+        perf.destination = path_for("run_folder", **ident.tokens) + PERFORMANCE_REPORT
+        summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed})
+        print(f"\nrun_id {run_id}{' (resumed)' if resumed else ''}  seed {request.seed}  fingerprint {fp[:16]}...  "
+              f"parameter_hash {ph[:16]}...", file=out, flush=True)
 
-    with _performance_report(storage, ident, client):
         step("s0-s3 requirements", run_s3, storage, client, ident,
              countries_with_weights=countries_with_tiles(storage, ph), out=out)
         through = request.through
@@ -125,6 +133,7 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
     summary.wall_seconds = round(time.perf_counter() - t_run, 3)
     storage.write_json(path_for("run_folder", **ident.tokens) + "run_summary.json", asdict(summary))
     _print_summary(summary, out)
+    report_after_run(storage, ident, out=out)  # run_report.html + map.png in the run folder; never raises (#10)
     return summary
 
 
@@ -147,10 +156,14 @@ def _run_receipt(storage: Storage, request: RunRequest, fp: str, ph: str) -> tup
 
 
 class _performance_report:
-    """``distributed.performance_report`` saved next to the run receipt (HTML)."""
+    """``distributed.performance_report`` of the block, saved at ``destination`` (HTML) when one is set.
 
-    def __init__(self, storage: Storage, ident: RunIdentity, client):
-        self.storage, self.ident, self.client = storage, ident, client
+    Dask writes the report to a local file; it is then copied to the data root (which may be an object store).
+    """
+
+    def __init__(self, storage: Storage, client):
+        self.storage, self.client = storage, client
+        self.destination: str | None = None
 
     def __enter__(self):
         from distributed import performance_report
@@ -164,9 +177,9 @@ class _performance_report:
     def __exit__(self, *exc):
         try:
             self.report.__exit__(*exc)
-            with open(self.tmp.name, "rb") as fh:
-                self.storage.write_bytes(path_for("run_folder", **self.ident.tokens) + "performance_report.html",
-                                         fh.read())
+            if self.destination is not None:
+                with open(self.tmp.name, "rb") as fh:
+                    self.storage.write_bytes(self.destination, fh.read())
         except Exception:  # a missing performance report must never hide the run's own outcome
             if exc[0] is None:
                 raise
@@ -207,7 +220,9 @@ def _slowest_countries(storage: Storage, ident: RunIdentity, k: int = 10) -> lis
 
 
 def _outputs(storage: Storage, ident: RunIdentity, through: str) -> dict[str, str]:
-    outs = {"run_folder": storage.url(path_for("run_folder", **ident.tokens)),
+    run_folder = path_for("run_folder", **ident.tokens)
+    outs = {"run_folder": storage.url(run_folder),
+            "performance_report": storage.url(run_folder + PERFORMANCE_REPORT),
             "reports": storage.url("control/")}
     if through in ("s8", "s9"):
         outs["site_locations"] = storage.url(path_for("site_locations", seed=ident.seed,
@@ -220,6 +235,9 @@ def _outputs(storage: Storage, ident: RunIdentity, through: str) -> dict[str, st
 
 def _print_summary(summary: RunSummary, out) -> None:
     print("\n== summary ==", file=out)
+    ident = summary.identity
+    print(f"  run_id {ident['run_id']}{' (resumed)' if ident.get('resumed') else ''}  seed {ident['seed']}  "
+          f"fingerprint {ident['manifest_fingerprint']}  parameter_hash {ident['parameter_hash']}", file=out)
     for row in summary.states:
         if "state" in row:
             rss = row.get("peak_worker_rss_bytes") or 0
@@ -265,6 +283,8 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace, out=None) -> int:
+    from .cli import EXIT_CONTRACT_FAILURE
+
     out = out if out is not None else sys.stdout
     grid = args.grid if args.grid is not None else (None if args.raster else "5m")
     request = RunRequest(seed=args.seed, scale=args.scale, grid=grid, raster=args.raster, countries=args.countries,
@@ -276,4 +296,4 @@ def main(args: argparse.Namespace, out=None) -> int:
         except Segment1BError as exc:
             print(f"\nFAIL  {exc.code}", file=out)
             raise
-    return 0 if summary.passed in (True, None) else 4
+    return 0 if summary.passed in (True, None) else EXIT_CONTRACT_FAILURE
