@@ -2,7 +2,8 @@
 
 Workload per scale: the embedded Natural Earth countries and GeoNames population proxy on a named grid
 (S1/S2 prepared once into ``<workdir>/pipeline-<grid>/``, not timed here: see ``bench_prepare``), a
-generated outlet catalogue of the named size, then each state as ``run`` runs it.  The whole chain runs
+generated outlet catalogue of the named size, then each state as ``run`` runs it (S4 alone with
+``--through s4``, then S5+S6, which recompute S4 in memory to feed S5 without rewriting it).  The whole chain runs
 twice, on a LocalCluster of 1 worker (the baseline) and of 2 workers (1 thread each, 4 GiB limit), each
 into a fresh data root that shares the prepared tile datasets by hard links.  The report prints the
 speed-up of every state from 1 to 2 workers and checks that both runs published identical datasets.
@@ -100,7 +101,10 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
             steps = [
                 ("s0-s3", lambda: run_s3(storage, client, ident, countries_with_weights=set(eligible), out=log,
                                          show=False)),
-                ("s4-s6", lambda: run_place(storage, client, ident, prepared_grid(prep), prep["countries_sha256"],
+                ("s4", lambda: run_place(storage, client, ident, prepared_grid(prep), prep["countries_sha256"],
+                                         through="s4", config=PlaceConfig(), out=log)),
+                # S4 is recomputed in memory to feed S5 (not rewritten): this step is S5 + S6 + that recompute
+                ("s5-s6", lambda: run_place(storage, client, ident, prepared_grid(prep), prep["countries_sha256"],
                                             through="s6", config=PlaceConfig(), out=log)),
                 ("s7-s8", lambda: run_s7_s8(storage, client, ident, out=log)),
                 ("s9", lambda: run_s9(storage, client, SEED, ident.manifest_fingerprint, parameter_hash=ph,
@@ -108,6 +112,11 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
             ]
             workers = f"{n_workers} worker{'s' if n_workers > 1 else ''}"
             for name, fn in steps:
+                if name == "s5-s6":
+                    # S6 scaling without the disk: every unit's S4->S6 tasks, outputs dropped, nothing written
+                    _s6_compute(bench, f"s6 compute (units only), {workers}",
+                                "s6 compute (units only), 1 worker" if n_workers == 2 else None,
+                                storage, client, ident, prep)
                 label = f"{name}, {workers}"
                 reset_worker_memory_peaks(client)
                 with bench.step(label, baseline=(f"{name}, 1 worker" if n_workers == 2 else None)):
@@ -116,7 +125,8 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
                 if name == "s9" and not result.passed:
                     raise RuntimeError(f"S9 failed: {result.failed_codes}")
             sites = int(gen["summary"]["rows"])
-            bench.note(f"s4-s6, {workers}", sites=sites, sites_per_s=round(sites / bench.steps[f"s4-s6, {workers}"].wall_s))
+            bench.note(f"s5-s6, {workers}", sites=sites, sites_per_s=round(sites / bench.steps[f"s5-s6, {workers}"].wall_s),
+                       s4_to_s6_seconds=round(bench.steps[f"s4, {workers}"].wall_s + bench.steps[f"s5-s6, {workers}"].wall_s, 3))
             digests[n_workers] = {ds: storage.partition_digest(path_for(ds, **ident.tokens)) for ds in DATASETS}
             digests[n_workers]["site_locations"] = storage.partition_digest(
                 path_for("site_locations", seed=SEED, manifest_fingerprint=ident.manifest_fingerprint))
@@ -127,3 +137,50 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     print(f"    datasets identical with 1 and 2 workers: {same}", file=bench.out)
     if not same:
         raise RuntimeError(f"datasets differ between 1 and 2 workers: {digests}")
+
+
+def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
+    """Time the S4->S6 unit tasks of ``run_place`` alone (no part writers, nothing written).
+
+    The per-country weight prefixes are computed first, outside the timed step.  This isolates how the
+    jitter scales with workers from the cost of writing ~700 bytes of JSON per RNG event to one disk, which
+    both worker counts share.
+    """
+    from distributed import wait
+
+    from jobs.pipeline import prepared_grid
+    from jobs.place import _country_prefix, _place_unit
+    from jobs.tiles import country_row_groups
+    from jobs.units import plan_parts, plan_units
+    from segment1b import rng
+    from segment1b.contracts import path_for
+
+    rel = path_for("s3_requirements", **ident.tokens)
+    import pyarrow as pa
+
+    t = pa.concat_tables([storage.read_parquet(p) for p in storage.parquet_parts(rel)])
+    m, iso, n = t["merchant_id"].to_numpy(), t["legal_country_iso"].to_numpy(zero_copy_only=False), t["n_sites"].to_numpy()
+    units = plan_units(m, iso, n, plan_parts(m, n))
+    ph = ident.parameter_hash
+    wr, ir = country_row_groups(storage, "tile_weights", ph), country_row_groups(storage, "tile_index", ph)
+    max_n = {}
+    for u in units:
+        max_n[u.country_iso] = max(max_n.get(u.country_iso, 0), int(u.n_sites.max()))
+    prefixes = {c: client.submit(_country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
+                for c, k in max_n.items()}
+    wait(list(prefixes.values()))
+    master = rng.master_material(ident.seed, ident.manifest_fingerprint)
+    with bench.step(label, baseline=baseline):
+        futs = client.map(_sites_jittered, [prefixes[u.country_iso] for u in units], [u.merchant_id for u in units],
+                          [u.n_sites for u in units], pure=False, storage=storage,
+                          countries_sha256=prep["countries_sha256"], grid=prepared_grid(prep), master=master,
+                          parameter_hash=ph)
+        sites = sum(client.gather(futs))
+    bench.note(label, sites=sites, sites_per_s=round(sites / bench.steps[label].wall_s))
+    client.cancel(list(prefixes.values()) + futs)
+
+
+def _sites_jittered(prefix, merchant_id, n_sites, **kwargs) -> int:
+    from jobs.place import _place_unit
+
+    return _place_unit(prefix, merchant_id, n_sites, through="s6", **kwargs)["s6"]["rows"]

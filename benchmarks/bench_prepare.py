@@ -8,7 +8,11 @@ dp 8, on a LocalCluster of ``workers`` x 1 thread with a 4 GiB memory limit each
 - ``independent check``: random cell centres in every country's bbox, GEOS point-in-polygon (``covers``,
   boundary counts as inside) against the *published* tile_index; prints the agreement;
 - ``prepare, 1 worker`` (when ``check_workers``): the same job on one worker into another folder; the
-  three partitions must have identical digests.
+  three partitions must have identical digests;
+- ``naive point-in-polygon (DE, IT, JP)`` — the baseline — against ``s1 kernel (DE, IT, JP)``: the tiles
+  of three countries in this process, once by testing every cell centre of each country's bounding box
+  with GEOS (``shapely.intersects_xy`` on the prepared polygon), once with the S1 kernel (rasterio fill +
+  exact refinement of the boundary cells); both must find the same tiles.
 
 Run: ``python -m benchmarks.run prepare --scale 30s --workdir /work/bench-out``.
 """
@@ -125,6 +129,8 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     if bad:
         print(f"    mismatches: {bad[:10]}", file=bench.out)
 
+    _kernel_vs_naive(bench, params["grid"])
+
     if params.get("check_workers"):
         root1 = os.path.join(workdir, f"prepare-{scale}-1worker")
         shutil.rmtree(root1, ignore_errors=True)
@@ -143,3 +149,42 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
         )
         bench.note("prepare, 1 worker", identical_bytes_1_vs_2_workers=str(same))
         shutil.rmtree(root1, ignore_errors=True)
+
+
+BASELINE_COUNTRIES = ("DE", "IT", "JP")
+
+
+def _kernel_vs_naive(bench, grid_name: str) -> None:
+    """S1 kernel against the obvious per-cell point-in-polygon on the same countries (same process)."""
+    import shapely
+
+    from segment1b import refdata
+    from segment1b.grid import Grid
+    from segment1b.s1_tile_index import plan_units, runs_to_cells, tile_unit
+
+    grid = Grid.named(grid_name)
+    countries = refdata.default_countries()
+    geoms = {iso: countries.get(iso) for iso in BASELINE_COUNTRIES}
+    naive: dict[str, np.ndarray] = {}
+    with bench.step("naive point-in-polygon (DE, IT, JP)"):
+        for iso, geom in geoms.items():
+            shapely.prepare(geom)
+            w, s, e, n = shapely.bounds(geom)
+            c0, c1 = int((w - grid.west) / grid.dx), int((e - grid.west) / grid.dx) + 1
+            r0, r1 = int((grid.north - n) / grid.dy), int((grid.north - s) / grid.dy) + 1
+            found = []
+            for r in range(r0, min(r1, grid.nrows)):  # one grid row at a time keeps memory small
+                cols = np.arange(c0, min(c1, grid.ncols))
+                hit = shapely.intersects_xy(geom, grid.col_center(cols), np.full(len(cols), grid.row_center(r)))
+                found.append(grid.tile_id(np.full(int(hit.sum()), r), cols[hit]))
+            naive[iso] = np.concatenate(found)
+    kernel: dict[str, np.ndarray] = {}
+    with bench.step("s1 kernel (DE, IT, JP)", baseline="naive point-in-polygon (DE, IT, JP)"):
+        for unit in plan_units(list(geoms.items()), grid):
+            rows, cols = runs_to_cells(tile_unit(geoms[unit.country_iso], grid, unit))
+            kernel.setdefault(unit.country_iso, []).append(grid.tile_id(rows, cols))
+        kernel = {iso: np.concatenate(v) for iso, v in kernel.items()}
+    same = all(np.array_equal(np.sort(naive[i]), np.sort(kernel[i])) for i in BASELINE_COUNTRIES)
+    bench.note("s1 kernel (DE, IT, JP)", tiles=int(sum(len(v) for v in kernel.values())), same_tiles=str(same))
+    if not same:
+        raise RuntimeError("S1 kernel and naive point-in-polygon disagree")

@@ -277,7 +277,7 @@ def register(subparsers) -> None:
     p.add_argument("--dp", type=int, default=8, help="decimal places of the fixed-point weights (default 8)")
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
     p.add_argument("--part-sites", type=int, default=PlaceConfig.part_sites,
-                   help="sites per output part of S4-S8 (layout constant; default 2^20)")
+                   help="sites per output part of S4-S8 (layout constant; default 2^18)")
     add_cluster_options(p)
     p.set_defaults(func=main)
 

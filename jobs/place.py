@@ -5,8 +5,9 @@ Graph (all keys readable on the dashboard):
 * ``s4-weights-<ISO>``: once per country, read the country's tile weights (two columns, only its row
   groups) and keep the sorted prefix of its ``2·max(n)`` heaviest tiles; check those tiles exist in
   ``tile_index`` reading only the ``tile_id`` column of the row groups that can hold them.
-* per unit (country, part, chunk): ``s4-alloc-<ISO>-<k>`` → ``s5-assign-<ISO>-<k>`` →
-  ``s6-jitter-<ISO>-<k>``; each step only feeds the next, so they run back to back on one worker.
+* per unit (country, part, chunk): one task runs S4 → S5 → S6 back to back (each step only feeds the next,
+  so they are fused; each still times itself).  Its key names the last state run: ``s6-jitter-<ISO>-<k>``
+  (``s4-alloc-…`` or ``s5-assign-…`` with ``--through s4``/``s5``).
 * per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
   sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
 
@@ -39,6 +40,7 @@ from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
+from segment1b.keys import iso_strings
 from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
@@ -127,6 +129,22 @@ def _s6_unit(sites: dict[str, Any], storage: Storage, countries_sha256: str, gri
             "tile_id": sites["tile_id"], "country_iso": iso, "rows": len(sites["tile_id"])}
 
 
+def _place_unit(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray, *, through: str,
+                storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
+                parameter_hash: str) -> dict[str, dict[str, Any]]:
+    """S4 → S5 → S6 of one unit, fused into one task (each step only feeds the next).
+
+    Returns each state's output by state name, each with its own ``_wall_s``/``_cpu_s``, so the run reports
+    still time the states separately.
+    """
+    out = {"s4": timed(_s4_unit)(prefix, merchant_id, n_sites)}
+    if through in ("s5", "s6"):
+        out["s5"] = timed(_s5_unit)(out["s4"], merchant_id, n_sites, master, parameter_hash)
+    if through == "s6":
+        out["s6"] = timed(_s6_unit)(out["s5"], storage, countries_sha256, grid, master, parameter_hash)
+    return out
+
+
 def _iso_code(iso: str) -> int:
     """Two ASCII letters as one integer in the same order (for merchant-major sorting)."""
     return (ord(iso[0]) << 8) | ord(iso[1])
@@ -138,10 +156,6 @@ def _stack(units: list[dict[str, Any]], columns: list[str]) -> tuple[dict[str, n
     return cols, iso
 
 
-def _iso_strings(codes: np.ndarray) -> pa.Array:
-    return pa.array(_iso_text(codes), pa.string())
-
-
 def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], progress: str, part: int,
                 ident: RunIdentity, units: list[dict[str, Any]]) -> dict[str, Any]:
     """Sort one part's unit results merchant-major and write the dataset part (+ RNG events part).
@@ -150,6 +164,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
     file written and the timing of every unit, so that the client never fetches the units' arrays.  A
     ``None`` staging folder means that dataset (or log) is already published: its part is not written.
     """
+    units = [u[kind] for u in units]  # the fused unit results hold every state's output
     timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
                 "_cpu_s": u.get("_cpu_s", 0.0)} for u in units]
     units = [u for u in units if u["rows"]]
@@ -171,7 +186,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
         cols, iso = _stack(units, ["merchant_id", "tile_id", "n_sites_tile"]) if units else ({}, None)
         if units:
             order = np.lexsort((cols["tile_id"], iso, cols["merchant_id"]))
-            table = pa.table({"merchant_id": cols["merchant_id"][order], "legal_country_iso": _iso_strings(iso[order]),
+            table = pa.table({"merchant_id": cols["merchant_id"][order], "legal_country_iso": iso_strings(iso[order]),
                               "tile_id": cols["tile_id"][order], "n_sites_tile": cols["n_sites_tile"][order]})
             record["rows"] = table.num_rows
             record["ties_broken"] = int(sum(u["ties_broken"] for u in units))
@@ -185,7 +200,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
         order = np.lexsort((cols["site_order"], iso, cols["merchant_id"]))
         cols = {k: v[order] for k, v in cols.items()}
         iso_sorted = iso[order]
-        iso_arr = _iso_strings(iso_sorted)
+        iso_arr = iso_strings(iso_sorted)
         data = {"merchant_id": cols["merchant_id"], "legal_country_iso": iso_arr, "site_order": cols["site_order"],
                 "tile_id": cols["tile_id"]}
         if kind == "s6":
@@ -234,6 +249,7 @@ def _repeated_string(value: str, n: int) -> pa.Array:
 
 
 def _iso_text(codes: np.ndarray) -> np.ndarray:
+    """uint16 ISO codes as NumPy strings (the event writer's input)."""
     chars = np.empty((len(codes), 2), dtype=np.uint8)
     chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
     return chars.view("S2").ravel().astype(str)
@@ -341,44 +357,49 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     def prio(part: int, cost: int = 0) -> int:
         return (n_parts - part) * 10**12 + cost
 
+    # Tasks go in a few batched calls (client.map): submitting thousands one by one costs the client seconds
+    # of CPU that the workers need.  Keys name state and country; priorities run parts in order and, within
+    # a part, the biggest units first.
+    prefixes: dict[str, Any] = {}
     if live_units:
         weight_refs = country_row_groups(storage, "tile_weights", ident.parameter_hash)
         index_refs = country_row_groups(storage, "tile_index", ident.parameter_hash)
         max_n: dict[str, int] = defaultdict(int)
         for u in live_units:
             max_n[u.country_iso] = max(max_n[u.country_iso], int(u.n_sites.max()))
-        prefixes = {}
-        for iso in sorted(max_n):
-            if iso not in weight_refs:
-                raise InputError("E303_MISSING_WEIGHTS", f"{iso} has sites but no tile weights",
-                                 dataset="tile_weights", rows=[{"country_iso": iso}])
-            key = task_key("s4", "weights", iso, token=tok)
-            prefixes[iso] = client.submit(_country_prefix, storage, weight_refs[iso], index_refs.get(iso, []), iso,
-                                          max_n[iso], key=key, priority=10**15)
-            futures[key], stage_of[key] = prefixes[iso], "s4 weights"
-    unit_futs: dict[str, dict[int, list]] = {s: defaultdict(list) for s in states}
-    for u in live_units:
-        f = client.submit(timed(_s4_unit), prefixes[u.country_iso], u.merchant_id, u.n_sites,
-                          key=task_key("s4", "alloc", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
-        unit_futs["s4"][u.part].append(f)
-        if "s5" in states:
-            f = client.submit(timed(_s5_unit), f, u.merchant_id, u.n_sites, master, ident.parameter_hash,
-                              key=task_key("s5", "assign", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
-            unit_futs["s5"][u.part].append(f)
-        if "s6" in states:
-            f = client.submit(timed(_s6_unit), f, storage, countries_sha256, grid, master, ident.parameter_hash,
-                              key=task_key("s6", "jitter", u.country_iso, u.chunk, tok), priority=prio(u.part, u.cost))
-            unit_futs["s6"][u.part].append(f)
-    for s in states:
-        for f in (f for p in unit_futs[s].values() for f in p):
-            futures[f.key], stage_of[f.key] = f, f"{s} units"
-    writers: dict[str, dict[int, Any]] = {s: {} for s in to_write}
+        missing = sorted(iso for iso in max_n if iso not in weight_refs)
+        if missing:
+            raise InputError("E303_MISSING_WEIGHTS", f"{len(missing)} countries have sites but no tile weights",
+                             dataset="tile_weights", rows=[{"country_iso": iso} for iso in missing])
+        isos = sorted(max_n, key=lambda c: (-max_n[c], c))
+        keys = [task_key("s4", "weights", iso, token=tok) for iso in isos]
+        futs = client.map(_country_prefix, [storage] * len(isos), [weight_refs[i] for i in isos],
+                          [index_refs.get(i, []) for i in isos], isos, [max_n[i] for i in isos], key=keys,
+                          priority=10**15)
+        prefixes = dict(zip(isos, futs))
+        for k, f in zip(keys, futs):
+            futures[k], stage_of[k] = f, "s4 weights"
+    action = {"s4": "alloc", "s5": "assign", "s6": "jitter"}[through]
+    unit_futs: dict[int, list] = defaultdict(list)
+    for p in todo_parts:
+        part_units = sorted((u for u in live_units if u.part == p.index), key=lambda u: (-u.cost, u.country_iso, u.chunk))
+        if not part_units:
+            continue
+        keys = [task_key(through, action, u.country_iso, u.chunk, tok) for u in part_units]
+        futs = client.map(_place_unit, [prefixes[u.country_iso] for u in part_units],
+                          [u.merchant_id for u in part_units], [u.n_sites for u in part_units], key=keys,
+                          priority=prio(p.index), through=through, storage=storage,
+                          countries_sha256=countries_sha256, grid=grid, master=master,
+                          parameter_hash=ident.parameter_hash)
+        unit_futs[p.index] = futs
+        for k, f in zip(keys, futs):
+            futures[k], stage_of[k] = f, f"{through} units"
     for s in to_write:
         for p in todo_parts:
             key = task_key(s, "write", None, p.index, tok)
-            writers[s][p.index] = client.submit(_write_part, s, storage, staging[s], progress, p.index, ident,
-                                                unit_futs[s][p.index], key=key, priority=prio(p.index) + 1)
-            futures[key], stage_of[key] = writers[s][p.index], f"{s} write"
+            futures[key] = client.submit(_write_part, s, storage, staging[s], progress, p.index, ident,
+                                         unit_futs[p.index], key=key, priority=prio(p.index) + 1)
+            stage_of[key] = f"{s} write"
     try:
         gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
     finally:
@@ -399,7 +420,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
         extra: dict[str, Any] = {}
         if s in LABEL_OF:
             if staging[s]["events"] is not None:
-                storage.publish(staging[s]["events"], ev_targets[s], "rng_events")
+                storage.publish(staging[s]["events"], ev_targets[s], "rng_events", digest=False)
             extra["rng_events_path"] = ev_targets[s]
         report = _state_report(s, ident, records[s], receipt, wall, peaks, client, started, len(parts),
                                len(done_parts), extra)

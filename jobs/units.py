@@ -18,7 +18,9 @@ import numpy as np
 
 __all__ = ["Part", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE"]
 
-DEFAULT_PART_SITES = 1 << 20
+# Parts of 2^18 sites (~260 k): small enough that the writers of one part overlap the units of the next and
+# a writer holds a few tens of MB; large enough that x1000 is ~130 files per dataset.
+DEFAULT_PART_SITES = 1 << 18
 # Peak worker bytes per site of a unit through S4->S5->S6: the three results kept for the part writers,
 # the kernels' temporaries and one pickled copy of the S6 result (sent to the writer).  Measured with
 # ``python -m benchmarks.run unit_memory --scale 500k`` (tracemalloc peak and VmHWM rise, 500 000 sites):

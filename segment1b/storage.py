@@ -271,8 +271,12 @@ class Storage:
         self.write_bytes(rel, data)
         return rel
 
-    def publish(self, staging_rel: str, target_rel: str, dataset_id: str) -> str:
+    def publish(self, staging_rel: str, target_rel: str, dataset_id: str, *, digest: bool = True) -> str:
         """Publish a staging folder at ``target_rel`` write-once and atomically; return the digest.
+
+        ``digest=False`` is for RNG event logs: they are not byte-deterministic (``ts_utc``) and their path
+        holds the run_id, so a published log of the same run is kept as it is and nothing is hashed (the logs
+        are most of the bytes a run writes); the return value is then ``""``.
 
         Raises
         ------
@@ -280,9 +284,17 @@ class Storage:
             ``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL`` when a different partition is already there,
             ``E_PUBLISH_IO`` when the location cannot be written.
         """
+        if not digest:
+            if self.is_published(target_rel):
+                self.remove(staging_rel)
+                return ""
+            return self._move_into_place(staging_rel, target_rel, dataset_id, "")
         digest = self.partition_digest(staging_rel)
         if self.is_published(target_rel):
             return self._settle_existing(staging_rel, target_rel, dataset_id, digest)
+        return self._move_into_place(staging_rel, target_rel, dataset_id, digest)
+
+    def _move_into_place(self, staging_rel: str, target_rel: str, dataset_id: str, digest: str) -> str:
         src, dst = self.abspath(staging_rel).rstrip("/"), self.abspath(target_rel).rstrip("/")
         try:
             self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
@@ -291,6 +303,9 @@ class Storage:
                     os.rename(src, dst)  # atomic: readers see nothing or everything
                 except OSError as exc:
                     if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and self.exists(target_rel):
+                        if not digest:
+                            self.remove(staging_rel)
+                            return digest
                         return self._settle_existing(staging_rel, target_rel, dataset_id, digest)  # lost a race
                     raise
             else:
@@ -298,7 +313,7 @@ class Storage:
                     self.fs.rm(dst, recursive=True)
                 for sub in self.list_files(staging_rel):
                     self.fs.copy(posixpath.join(src, sub), posixpath.join(dst, sub))
-                self.write_bytes(self._marker_path(target_rel), canonical_json({"sha256_hex": digest}))
+                self.write_bytes(self._marker_path(target_rel), canonical_json({"sha256_hex": digest or None}))
                 self.fs.rm(src, recursive=True)
         except OSError as exc:
             raise _io_error(exc, self.url(target_rel), dataset_id) from exc

@@ -301,7 +301,7 @@ def test_a_unit_too_big_for_the_memory_limit_is_split_and_no_worker_dies(tmp_pat
     per_thread = limit // THREADS
     assert BIG * UNIT_BYTES_PER_SITE > per_thread  # unsplit, the unit would not fit its thread's share
     # no size cap but memory: unlimited memory would plan the country as one unit
-    config = PlaceConfig(max_unit_sites=10**9)
+    config = PlaceConfig(max_unit_sites=10**9, part_sites=1 << 20)  # the whole country in one part
     m = np.array([p[0] for p in pairs], np.uint64)
     n = np.array([p[2] for p in pairs], np.int64)
     iso = np.array([p[1] for p in pairs])
