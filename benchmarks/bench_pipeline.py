@@ -165,14 +165,16 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     wr, ir = country_row_groups(storage, "tile_weights", ph), country_row_groups(storage, "tile_index", ph)
     max_n = {}
     for u in units:
-        max_n[u.country_iso] = max(max_n.get(u.country_iso, 0), int(u.n_sites.max()))
+        for seg in u.segments:
+            max_n[seg.country_iso] = max(max_n.get(seg.country_iso, 0), int(seg.n_sites.max()))
     prefixes = {c: client.submit(_country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
                 for c, k in max_n.items()}
     wait(list(prefixes.values()))
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     with bench.step(label, baseline=baseline):
-        futs = client.map(_sites_jittered, [prefixes[u.country_iso] for u in units], [u.merchant_id for u in units],
-                          [u.n_sites for u in units], pure=False, storage=storage,
+        futs = client.map(_sites_jittered, [[prefixes[c] for c in u.countries] for u in units],
+                          [[(seg.merchant_id, seg.n_sites) for seg in u.segments] for u in units], pure=False,
+                          storage=storage,
                           countries_sha256=prep["countries_sha256"], grid=prepared_grid(prep), master=master,
                           parameter_hash=ph)
         sites = sum(client.gather(futs))
@@ -180,7 +182,7 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     client.cancel(list(prefixes.values()) + futs)
 
 
-def _sites_jittered(prefix, merchant_id, n_sites, **kwargs) -> int:
+def _sites_jittered(prefixes, segments, **kwargs) -> int:
     from jobs.place import _place_unit
 
-    return _place_unit(prefix, merchant_id, n_sites, through="s6", **kwargs)["s6"]["rows"]
+    return sum(r["rows"] for r in _place_unit(prefixes, segments, through="s6", **kwargs)["s6"])

@@ -28,6 +28,7 @@ import json
 import posixpath
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -129,19 +130,24 @@ def _s6_unit(sites: dict[str, Any], storage: Storage, countries_sha256: str, gri
             "tile_id": sites["tile_id"], "country_iso": iso, "rows": len(sites["tile_id"])}
 
 
-def _place_unit(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray, *, through: str,
+def _place_unit(prefixes: list[WeightPrefix], segments: list[tuple[np.ndarray, np.ndarray]], *, through: str,
                 storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
-                parameter_hash: str) -> dict[str, dict[str, Any]]:
+                parameter_hash: str) -> dict[str, list[dict[str, Any]]]:
     """S4 → S5 → S6 of one unit, fused into one task (each step only feeds the next).
 
-    Returns each state's output by state name, each with its own ``_wall_s``/``_cpu_s``, so the run reports
-    still time the states separately.
+    A unit holds one country or a pack of small ones: ``segments[i]`` are the (merchant_id, n_sites) of the
+    country of ``prefixes[i]``.  Returns, per state, one output per country, each with its own
+    ``_wall_s``/``_cpu_s`` so the run reports still time states and countries separately.
     """
-    out = {"s4": timed(_s4_unit)(prefix, merchant_id, n_sites)}
-    if through in ("s5", "s6"):
-        out["s5"] = timed(_s5_unit)(out["s4"], merchant_id, n_sites, master, parameter_hash)
-    if through == "s6":
-        out["s6"] = timed(_s6_unit)(out["s5"], storage, countries_sha256, grid, master, parameter_hash)
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in STATES[: STATES.index(through) + 1]}
+    for prefix, (merchant_id, n_sites) in zip(prefixes, segments):
+        s4 = timed(_s4_unit)(prefix, merchant_id, n_sites)
+        out["s4"].append(s4)
+        if through in ("s5", "s6"):
+            s5 = timed(_s5_unit)(s4, merchant_id, n_sites, master, parameter_hash)
+            out["s5"].append(s5)
+            if through == "s6":
+                out["s6"].append(timed(_s6_unit)(s5, storage, countries_sha256, grid, master, parameter_hash))
     return out
 
 
@@ -164,7 +170,7 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
     file written and the timing of every unit, so that the client never fetches the units' arrays.  A
     ``None`` staging folder means that dataset (or log) is already published: its part is not written.
     """
-    units = [u[kind] for u in units]  # the fused unit results hold every state's output
+    units = [r for u in units for r in u[kind]]  # a fused unit result holds every state's output per country
     timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
                 "_cpu_s": u.get("_cpu_s", 0.0)} for u in units]
     units = [u for u in units if u["rows"]]
@@ -332,7 +338,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
     units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
                        max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
-                       skew=config.skew)
+                       skew=config.skew, workers=len(client.scheduler_info()["workers"]))
     # Staging folders are named by run_id, so a resumed run (same run_id) finds the parts it wrote before;
     # a dataset or log that is already published gets no staging folder (None: its parts are not written).
     staging = {s: {"data": storage.staging_path(targets[s], ident.run_id) if need[s]["data"] else None}
@@ -366,7 +372,8 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
         index_refs = country_row_groups(storage, "tile_index", ident.parameter_hash)
         max_n: dict[str, int] = defaultdict(int)
         for u in live_units:
-            max_n[u.country_iso] = max(max_n[u.country_iso], int(u.n_sites.max()))
+            for seg in u.segments:
+                max_n[seg.country_iso] = max(max_n[seg.country_iso], int(seg.n_sites.max()))
         missing = sorted(iso for iso in max_n if iso not in weight_refs)
         if missing:
             raise InputError("E303_MISSING_WEIGHTS", f"{len(missing)} countries have sites but no tile weights",
@@ -382,15 +389,19 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     action = {"s4": "alloc", "s5": "assign", "s6": "jitter"}[through]
     unit_futs: dict[int, list] = defaultdict(list)
     for p in todo_parts:
-        part_units = sorted((u for u in live_units if u.part == p.index), key=lambda u: (-u.cost, u.country_iso, u.chunk))
+        part_units = sorted((u for u in live_units if u.part == p.index), key=lambda u: (-u.cost, u.label, u.chunk))
         if not part_units:
             continue
-        keys = [task_key(through, action, u.country_iso, u.chunk, tok) for u in part_units]
-        futs = client.map(_place_unit, [prefixes[u.country_iso] for u in part_units],
-                          [u.merchant_id for u in part_units], [u.n_sites for u in part_units], key=keys,
-                          priority=prio(p.index), through=through, storage=storage,
-                          countries_sha256=countries_sha256, grid=grid, master=master,
-                          parameter_hash=ident.parameter_hash)
+        keys = [task_key(through, action, u.label, u.chunk, tok) for u in part_units]
+        with warnings.catch_warnings():
+            # each unit's pairs travel once, inside its own task; Dask's "large graph" advice is about data
+            # repeated across tasks, which this is not
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futs = client.map(_place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
+                              [[(seg.merchant_id, seg.n_sites) for seg in u.segments] for u in part_units],
+                              key=keys, priority=prio(p.index), through=through, storage=storage,
+                              countries_sha256=countries_sha256, grid=grid, master=master,
+                              parameter_hash=ident.parameter_hash)
         unit_futs[p.index] = futs
         for k, f in zip(keys, futs):
             futures[k], stage_of[k] = f, f"{through} units"

@@ -5,9 +5,12 @@ when a part reaches ``target_sites`` (cuts only between merchants).  The layout 
 requirements and that constant only, never on workers or unit sizes, so datasets are byte-identical
 whatever the chunking.
 
-Work is done in *units*: the pairs of one country inside one part, split into chunks by cost so the
-long tail is many tasks.  A unit never spans parts, so each part's writer depends only on its own units
-and the graph can run part by part with bounded memory.
+Work is done in *units* of about the same cost: the pairs of one country inside one part, split into
+chunks when the country is big (so the long tail is many tasks), or the pairs of several small countries
+of one part packed together (so that two hundred countries with a handful of sites each are a few tasks,
+not two hundred: the scheduler's per-task cost would otherwise eat the second core).  A unit never spans
+parts, so each part's writer depends only on its own units and the graph can run part by part with
+bounded memory.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Part", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE"]
+__all__ = ["Part", "Segment", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL"]
+
+SMALL_LABEL = "small"  # task-key label of a unit packing several small countries
 
 # Parts of 2^18 sites (~260 k): small enough that the writers of one part overlap the units of the next and
 # a writer holds a few tens of MB; large enough that x1000 is ~130 files per dataset.
@@ -42,22 +47,34 @@ class Part:
 
 
 @dataclass(frozen=True)
-class Unit:
-    """The pairs of one country in one part (a chunk of them when the country is big)."""
+class Segment:
+    """The pairs of one country inside a unit, merchant ascending."""
 
     country_iso: str
-    part: int
-    chunk: int  # running number within the country, over all parts
     merchant_id: np.ndarray = field(repr=False)  # uint64, ascending
     n_sites: np.ndarray = field(repr=False)  # int64
 
+
+@dataclass(frozen=True)
+class Unit:
+    """One task's worth of pairs inside one part: a (chunk of a) country, or a pack of small countries."""
+
+    label: str  # the country's ISO code, or SMALL_LABEL for a pack
+    part: int
+    chunk: int  # running number per label, over all parts
+    segments: tuple[Segment, ...] = field(repr=False)
+
+    @property
+    def countries(self) -> tuple[str, ...]:
+        return tuple(s.country_iso for s in self.segments)
+
     @property
     def sites(self) -> int:
-        return int(self.n_sites.sum())
+        return int(sum(int(s.n_sites.sum()) for s in self.segments))
 
     @property
     def pairs(self) -> int:
-        return len(self.merchant_id)
+        return sum(len(s.merchant_id) for s in self.segments)
 
     @property
     def cost(self) -> int:
@@ -94,14 +111,21 @@ def plan_parts(merchant_id: np.ndarray, n_sites: np.ndarray, target_sites: int =
     return parts
 
 
-def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray, parts: list[Part], *,
-               max_unit_sites: int = 250_000, min_unit_sites: int = 2_000, skew: float = 4.0) -> list[Unit]:
-    """Units of (country, part, chunk), largest first.
+UNITS_PER_WORKER = 16  # enough units per worker to balance the load, few enough that task overhead stays small
 
-    A (country, part) group is split into chunks of consecutive merchants when it holds more than
-    ``target = min(max_unit_sites, max(min_unit_sites, skew · median group size))`` sites, so no unit is
-    more than a few times the median (or above the memory bound) unless a single pair is that big.
-    Pairs are never split: S5 needs all sites of a pair together.
+
+def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray, parts: list[Part], *,
+               max_unit_sites: int = 250_000, min_unit_sites: int = 2_000, skew: float = 4.0,
+               workers: int = 1) -> list[Unit]:
+    """Units of about ``target`` sites inside each part, largest first.
+
+    ``target = min(max_unit_sites, max(min_unit_sites, skew · median (country, part) group size,
+    all sites / (UNITS_PER_WORKER · workers)))``: big runs get big units (task overhead stays a small share)
+    but always a few per worker, never more than the memory bound allows.  A
+    (country, part) group above the target is split into chunks of consecutive merchants; groups below a
+    quarter of it are packed, in ISO order, into units of up to the target; the others are one unit each.
+    So no unit is more than a few times the median (or above the memory bound) unless a single pair is that
+    big; pairs are never split (S5 needs all sites of a pair together).
     """
     import pandas as pd
 
@@ -114,16 +138,40 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     groups = {(str(iso), int(part)): idx for (iso, part), idx in frame.groupby(["iso", "part"], sort=True).indices.items()}
     if not groups:
         return []
-    group_sites = np.array([int(n_sites[idx].sum()) for idx in groups.values()])
-    target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(group_sites)))))
+    group_sites = {key: int(n_sites[idx].sum()) for key, idx in groups.items()}
+    spread = int(n_sites.sum()) / (UNITS_PER_WORKER * max(1, int(workers)))
+    target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(list(group_sites.values()))), spread)))
     units: list[Unit] = []
-    chunk_of_country: dict[str, int] = {}
+    chunks: dict[str, int] = {}
+
+    def add(label: str, part: int, segments: list[Segment]) -> None:
+        k = chunks.get(label, 0)
+        chunks[label] = k + 1
+        units.append(Unit(label, part, k, tuple(segments)))
+
+    def flush(pack: list[Segment], part: int) -> None:
+        if pack:
+            add(SMALL_LABEL if len(pack) > 1 else pack[0].country_iso, part, pack)
+
+    by_part: dict[int, list[tuple[str, np.ndarray]]] = {}
     for (iso, part), idx in sorted(groups.items()):
-        for piece in _split_by_sites(idx, n_sites, target):
-            k = chunk_of_country.get(iso, 0)
-            chunk_of_country[iso] = k + 1
-            units.append(Unit(iso, part, k, merchant_id[piece], n_sites[piece]))
-    units.sort(key=lambda u: (-u.cost, u.country_iso, u.chunk))
+        by_part.setdefault(part, []).append((iso, idx))
+    for part in sorted(by_part):
+        pack: list[Segment] = []
+        pack_sites = 0
+        for iso, idx in by_part[part]:  # ISO order
+            sites = group_sites[(iso, part)]
+            if sites * 4 >= target:
+                for piece in _split_by_sites(idx, n_sites, target):
+                    add(iso, part, [Segment(iso, merchant_id[piece], n_sites[piece])])
+                continue
+            if pack_sites + sites > target:
+                flush(pack, part)
+                pack, pack_sites = [], 0
+            pack.append(Segment(iso, merchant_id[idx], n_sites[idx]))
+            pack_sites += sites
+        flush(pack, part)
+    units.sort(key=lambda u: (-u.cost, u.label, u.chunk))
     return units
 
 

@@ -39,7 +39,7 @@ DATASETS = ("tile_index", "tile_bounds", "tile_weights", "outlet_catalogue", "s3
             "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis", "site_locations")
 STATES = ("s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9")
 RUN_TIMEOUT = 300
-TASK_KEY = re.compile(r"^(?P<state>s[0-9])-(?P<action>[a-z0-9]+)(?:-(?P<iso>[A-Z]{2}))?(?:-(?P<index>\d{3}))?"
+TASK_KEY = re.compile(r"^(?P<state>s[0-9])-(?P<action>[a-z0-9]+)(?:-(?P<iso>[A-Z]{2}|small))?(?:-(?P<index>\d{3}))?"
                       r"-(?P<token>[0-9a-f]{8})$")
 
 
@@ -248,11 +248,12 @@ def test_run_on_a_local_cluster_prints_the_summary_and_saves_the_reports(tmp_pat
     assert (Path(reports["outputs"]["validation_bundle"]) / "_passed.flag").is_file()
     # the performance report covers the whole run, and task keys name the state and the country
     html = (run_folder / "performance_report.html").read_text()
-    keys = set(re.findall(r"s[0-9]-[a-z]+(?:-[A-Z]{2})?(?:-\d{3})?-[0-9a-f]{8}", html))
+    keys = set(re.findall(r"s[0-9]-[a-z]+(?:-[A-Z]{2}|-small)?(?:-\d{3})?-[0-9a-f]{8}", html))
     jitter = {k for k in keys if k.startswith("s6-jitter-")}
-    isos = {TASK_KEY.match(k)["iso"] for k in jitter}
-    assert "US" in isos and len(isos) >= 50  # one or more s6 tasks per country with sites
-    assert all(TASK_KEY.match(k)["index"] for k in jitter)
+    # S4-S6 units are named by their country, or `small` for a pack of countries with few sites each
+    assert jitter and all(TASK_KEY.match(k)["index"] and TASK_KEY.match(k)["iso"] for k in jitter)
+    weights = {TASK_KEY.match(k)["iso"] for k in keys if k.startswith("s4-weights-")}
+    assert "US" in weights and len(weights) >= 50  # one weight-prefix task per country with sites
     # per-country work of the other states too (S4-S6 of a unit are one fused task, named for S6; S4's
     # per-country weight prefixes are `s4-weights-<ISO>`)
     for state in ("s1", "s2", "s4"):
@@ -320,8 +321,9 @@ def test_multi_process_cluster_by_address_gives_the_local_cluster_bytes(tmp_path
     # the workers ran the tasks, whose keys name state and country (the dashboard groups them so)
     keys = {k for k in cluster_task_keys(address) if TASK_KEY.match(k)}
     jitter = [TASK_KEY.match(k) for k in keys if k.startswith("s6-jitter-")]
-    assert {"US", "FR", "BR"} <= {m["iso"] for m in jitter} <= set(SMALL_WORLD)
-    assert all(m["index"] for m in jitter)
+    assert jitter and {m["iso"] for m in jitter} <= set(SMALL_WORLD) | {"small"} and all(m["index"] for m in jitter)
+    weights = {TASK_KEY.match(k)["iso"] for k in keys if k.startswith("s4-weights-")}
+    assert {"US", "FR", "BR"} <= weights <= set(SMALL_WORLD)
     assert {TASK_KEY.match(k)["state"] for k in keys} >= {"s1", "s2", "s3", "s4", "s5", "s6", "s7", "s9"}
 
 
@@ -446,7 +448,7 @@ def test_object_store_data_root_end_to_end_and_the_consumer_reader(tmp_path, sma
     argv = run_argv(root, small_world, "--storage-options", json.dumps(s3_server))
     # killed while S4-S6 run, then resumed: object stores have no atomic rename (copy + marker)
     storage = Storage(root, s3_server)
-    killed = run_until_killed(argv, tmp_path, lambda lines: any(line.startswith("  s5 units") for line in lines))
+    killed = run_until_killed(argv, tmp_path, lambda lines: any(line.startswith("  s6 units") for line in lines))
     receipt = run_identity(storage)
     assert_no_partial_partitions(storage, receipt, reference)
     out = assert_passed(segment1b(argv, tmp_path))

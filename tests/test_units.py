@@ -1,7 +1,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from jobs.units import plan_parts, plan_units
+from jobs.units import SMALL_LABEL, plan_parts, plan_units
 
 
 def pairs_strategy():
@@ -33,30 +33,60 @@ def test_units_partition_the_pairs_and_respect_the_bound(pairs, target, max_unit
     m, iso, n = arrays(pairs)
     parts = plan_parts(m, n, target)
     units = plan_units(m, iso, n, parts, max_unit_sites=max_unit, min_unit_sites=min(min_unit, max_unit))
-    seen = sorted((int(mm), u.country_iso) for u in units for mm in u.merchant_id)
+    seen = sorted((int(mm), seg.country_iso) for u in units for seg in u.segments for mm in seg.merchant_id)
     assert seen == sorted((int(a), str(b)) for a, b in zip(m, iso))
     costs = [u.cost for u in units]
     assert costs == sorted(costs, reverse=True)  # largest first
     for u in units:
         p = parts[u.part]
-        assert p.merchant_lo <= int(u.merchant_id.min()) and int(u.merchant_id.max()) <= p.merchant_hi
-        assert np.all(np.diff(u.merchant_id.astype(np.float64)) > 0)
+        assert u.countries == tuple(sorted(set(u.countries)))  # one segment per country, ISO order
+        assert (u.label == SMALL_LABEL) == (len(u.segments) > 1)
+        for seg in u.segments:
+            assert p.merchant_lo <= int(seg.merchant_id.min()) and int(seg.merchant_id.max()) <= p.merchant_hi
+            assert np.all(np.diff(seg.merchant_id.astype(np.float64)) > 0)
         if u.pairs > 1:  # a unit above the bound is a single big pair
-            assert u.sites - int(u.n_sites[-1]) < max_unit
+            assert u.sites - int(u.segments[-1].n_sites[-1]) < max_unit
     chunks = {}
     for u in units:
-        chunks.setdefault(u.country_iso, []).append(u.chunk)
+        chunks.setdefault(u.label, []).append(u.chunk)
     assert all(sorted(c) == list(range(len(c))) for c in chunks.values())
 
 
-def test_long_tail_country_is_split_and_small_ones_are_not():
+def test_long_tail_country_is_split_and_small_ones_are_packed():
     rng = np.random.default_rng(3)
     m = np.unique(rng.integers(0, 2**64, 3000, dtype=np.uint64))[:3000]
     assert len(m) == 3000
     iso = np.where(np.arange(3000) % 3 == 0, "US", np.array(["AD", "MC", "LI", "SM"])[np.arange(3000) % 4])
     n = np.where(iso == "US", 40, 1)
-    units = plan_units(m, iso, n, plan_parts(m, n, 10**9), max_unit_sites=10_000, min_unit_sites=100)
-    us = [u for u in units if u.country_iso == "US"]
+    units = plan_units(m, iso, n, plan_parts(m, n, 10**9), max_unit_sites=10_000, min_unit_sites=100, workers=100)
+    us = [u for u in units if u.label == "US"]
     assert len(us) == 20  # 40 000 sites in units of 4 x the median (500)
     assert max(u.sites for u in units) <= 4 * 500 + 40
-    assert {u.country_iso for u in units if u.chunk == 0} == {"US", "AD", "MC", "LI", "SM"}
+    # four countries of 500 sites each (a quarter of the target or more) stay units of their own
+    assert {u.label for u in units} == {"US", "AD", "MC", "LI", "SM"}
+
+
+def test_many_tiny_countries_become_a_few_packed_units():
+    countries = [a + b for a in "ABCDEFGH" for b in "ABCDEFGH"]  # 64 countries of 3 sites each, and US
+    m = np.arange(64 * 3 + 1000, dtype=np.uint64)
+    iso = np.array(countries * 3 + ["US"] * 1000)
+    order = np.lexsort((iso, m))
+    m, iso = m[order], iso[order]
+    n = np.where(iso == "US", 10, 1)
+    units = plan_units(m, iso, n, plan_parts(m, n, 10**9), min_unit_sites=100, workers=100)
+    small = [u for u in units if u.label == SMALL_LABEL]
+    assert 1 <= len(small) <= 2 and sum(len(u.segments) for u in small) == 64
+    assert all(u.sites <= 100 for u in small)
+
+
+def test_big_runs_get_a_few_units_per_worker():
+    # a long tail (US: 1 M sites) and 200 countries of 10 sites: units of all sites / (16 x workers)
+    countries = [a + b for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJKLMNOPQRST"]
+    m = np.arange(100_200, dtype=np.uint64)
+    iso = np.array(["US"] * 100_000 + countries)
+    n = np.where(iso == "US", 10, 10)
+    for workers in (1, 2, 8):
+        units = plan_units(m, iso, n, plan_parts(m, n, 10**9), workers=workers)
+        us = [u for u in units if u.label == "US"]
+        assert 16 * workers <= len(us) <= 16 * workers + 1
+        assert [u.label for u in units if u.label != "US"] == [SMALL_LABEL]  # the 200 small ones: one pack
