@@ -76,3 +76,53 @@ def test_sites_never_land_on_a_sliver_tile_under_the_proxy(tmp_path, client):
     assert (rows >= 52).all() and (rows < 60).all() and (cols >= 800).all() and (cols < 808).all()  # the block
     report = json.loads(storage.read_bytes(report_path("s6", **ident.tokens)))
     assert report["attempt_histogram"] == {"1": 4000} and report["outside_country"] == 0
+
+
+def _vector_sites():
+    from pathlib import Path
+
+    vectors = json.loads((Path(__file__).parent / "data" / "rng.json").read_text())["s6_substreams"]
+    return [v for v in vectors if v["seed"] == "42"]
+
+
+def test_first_attempt_uses_the_known_answer_uniforms():
+    from segment1b.grid import Grid
+
+    grid = Grid.named("30m")
+    world = shapely.box(-180, -90, 180, 90)  # every candidate is inside: one attempt per site
+    shapely.prepare(world)
+    for vec in _vector_sites():
+        master = rng.master_material(int(vec["seed"]), vec["manifest_fingerprint"])
+        tile = grid.tile_id(np.array([100]), np.array([300]))
+        out = jitter_sites(grid, vec["legal_country_iso"].upper(), world, np.array([int(vec["merchant_id"])], np.uint64),
+                           np.array([int(vec["site_order"])]), tile, master, vec["parameter_hash"])
+        first = vec["attempts"][0]
+        dlon, dlat = grid.jitter_deltas(tile, np.array([float.fromhex(first["u_lon_hex"])]),
+                                        np.array([float.fromhex(first["u_lat_hex"])]))
+        assert out["attempts"].tolist() == [1] and out["ev_accepted"].tolist() == [True]
+        assert out["delta_lon_deg"].tolist() == dlon.tolist() and out["delta_lat_deg"].tolist() == dlat.tolist()
+        assert out["ev_before_lo"].tolist() == [int(first["before_lo"])]
+        assert out["ev_after_lo"].tolist() == [int(first["after_lo"])]
+
+
+def test_rejected_attempts_are_logged_in_order_and_only_the_last_is_accepted():
+    from segment1b.grid import Grid
+
+    grid = Grid.named("30m")
+    tile = grid.tile_id(np.array([100] * 300), np.array([300] * 300))
+    west, east, south, north = (float(a[0]) for a in grid.bounds(tile[:1]))
+    half = shapely.box(west, south, (west + east) / 2, north)  # half of the cell is in the country
+    shapely.prepare(half)
+    master = rng.master_material(7, FINGERPRINT)
+    out = jitter_sites(grid, "FR", half, np.arange(300, dtype=np.uint64), np.ones(300, np.int64), tile, master,
+                       "3c" * 32)
+    assert out["attempts"].max() > 1 and out["outside_country"] == len(out["ev_site"]) - 300
+    lon, lat = grid.absolute_point(tile, out["delta_lon_deg"], out["delta_lat_deg"])
+    assert shapely.intersects_xy(half, lon, lat).all() and grid.contains_point(tile, lon, lat).all()
+    for site in range(300):
+        ev = out["ev_site"] == site
+        attempts = out["ev_attempt"][ev]
+        assert attempts.tolist() == list(range(1, out["attempts"][site] + 1))
+        assert out["ev_accepted"][ev].tolist() == [False] * (len(attempts) - 1) + [True]
+        assert np.all(out["ev_after_lo"][ev] - out["ev_before_lo"][ev] == 1)  # one block per attempt
+        assert np.all(np.diff(out["ev_before_lo"][ev].astype(np.int64)) == 1)  # consecutive counters
