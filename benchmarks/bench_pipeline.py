@@ -124,6 +124,10 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
                 bench.note_workers(label, worker_memory_peaks(client))
                 if name == "s9" and not result.passed:
                     raise RuntimeError(f"S9 failed: {result.failed_codes}")
+                if name == "s9":
+                    plan = next(c for c in result.checks if c["check"] == "plan_recompute")["counts"]
+                    bench.note(label, s4_pairs_recomputed=plan["pairs"], plans=plan["plans"],
+                               countries=plan["countries"], weighted_tiles=sum(plan["weighted_tiles"].values()))
             sites = int(gen["summary"]["rows"])
             bench.note(f"s5-s6, {workers}", sites=sites, sites_per_s=round(sites / bench.steps[f"s5-s6, {workers}"].wall_s),
                        s4_to_s6_seconds=round(bench.steps[f"s4, {workers}"].wall_s + bench.steps[f"s5-s6, {workers}"].wall_s, 3))

@@ -16,13 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segment1b.contracts import dataset
 from segment1b.errors import InputError
 from segment1b.storage import Storage
 
 from .tiles import RowGroupRef
 
 __all__ = ["PART_NAME", "U64_MAX", "part_files", "merchant_max", "merchant_ranges", "CatalogueIndex",
-           "read_catalogue_keys", "read_part", "parquet_from_bytes", "file_stamps"]
+           "read_catalogue_keys", "read_merchant_range", "read_part", "parquet_from_bytes", "file_stamps"]
 
 PART_NAME = re.compile(r"^part-(\d{5})\.(parquet|jsonl)$")
 U64_MAX = 2**64 - 1
@@ -89,13 +90,15 @@ class _RowGroup:
 
 
 class CatalogueIndex:
-    """Row groups of the outlet catalogue with their merchant_id ranges (footers only; on the client)."""
+    """Row groups of a merchant-sorted dataset (the outlet catalogue, S3) with their merchant_id ranges
+    (footers only; on the client)."""
 
-    def __init__(self, storage: Storage, rel: str):
+    def __init__(self, storage: Storage, rel: str, dataset_id: str = "outlet_catalogue"):
         self.rows = 0
+        self.dataset_id = dataset_id
         self._groups: list[_RowGroup] = []
         for part in storage.parquet_parts(rel):
-            meta = storage.parquet_metadata(part, dataset_id="outlet_catalogue")
+            meta = storage.parquet_metadata(part, dataset_id=dataset_id)
             self.rows += meta.num_rows
             col = meta.schema.to_arrow_schema().get_field_index("merchant_id")
             for rg in range(meta.num_row_groups):
@@ -115,21 +118,25 @@ class CatalogueIndex:
         return [RowGroupRef(p, tuple(rgs)) for p, rgs in sorted(by_path.items())]
 
 
-def read_catalogue_keys(storage: Storage, refs: list[RowGroupRef], lo: int, hi: int) -> pa.Table:
-    """Catalogue keys (merchant_id, legal_country_iso, site_order) of merchants in ``[lo, hi]``."""
-    columns = ["merchant_id", "legal_country_iso", "site_order"]
+def read_merchant_range(storage: Storage, refs: list[RowGroupRef], lo: int, hi: int, columns: list[str],
+                        dataset_id: str) -> pa.Table:
+    """``columns`` of the rows whose merchant_id is in ``[lo, hi]``, from the row groups ``refs``."""
     tables = []
     for ref in refs:
-        t = storage.read_row_groups(ref.path, ref.row_groups, columns, dataset_id="outlet_catalogue")
+        t = storage.read_row_groups(ref.path, ref.row_groups, columns, dataset_id=dataset_id)
         m = t["merchant_id"]
         mask = pc.and_(pc.greater_equal(m, pa.scalar(lo, pa.uint64())),
                        pc.less_equal(m, pa.scalar(hi, pa.uint64())))
         tables.append(t.filter(mask))
     if not tables:
-        return pa.table({"merchant_id": pa.array([], pa.uint64()),
-                         "legal_country_iso": pa.array([], pa.string()),
-                         "site_order": pa.array([], pa.int32())})
+        return dataset(dataset_id).schema.empty_table().select(columns)
     return pa.concat_tables(tables)
+
+
+def read_catalogue_keys(storage: Storage, refs: list[RowGroupRef], lo: int, hi: int) -> pa.Table:
+    """Catalogue keys (merchant_id, legal_country_iso, site_order) of merchants in ``[lo, hi]``."""
+    return read_merchant_range(storage, refs, lo, hi, ["merchant_id", "legal_country_iso", "site_order"],
+                               "outlet_catalogue")
 
 
 def read_part(storage: Storage, rel: str | None, schema: pa.Schema, columns, dataset_id: str) -> pa.Table:

@@ -9,7 +9,12 @@ Graph, per merchant-major part ``NNN`` (the same index in S5, S6, S7, ``site_loc
   event file ``part-NNNNN.jsonl`` in 32 MiB chunks (hashing it on the way) with the S5 / S6 part and run
   :func:`segment1b.s9_validation.check_part_events`.  Parsing JSON lines is most of S9's cost, so it gets
   its own tasks that run beside the dataset checks, largest first;
-* ``s9-digest-NNN-<token>`` hash whole partitions for the finality check.
+* ``s9-digest-NNN-<token>`` hash whole partitions for the finality check;
+* ``s9-plan-<ISO>-<token>`` recompute the S4 plan of the sampled pairs of one country independently, over
+  all of the country's tile weights (:func:`segment1b.s9_validation.allocate_all_tiles`).  The sample is
+  the ``plan_sample`` pairs of ``s3_requirements`` with the smallest salted hash of (merchant, ISO) — fixed
+  by (seed, fingerprint), so the bundle stays deterministic — plus the pair with the most sites.  Every
+  pair's plan is also checked against S3's n_sites and S5's tiles, on all rows, in ``s9-tables``.
 
 Tasks return findings and small summaries only; the client then runs the global checks (order across
 parts, RNG totals against the trace, audit record, row counts, run_id coherence, receipts), writes the
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from segment1b import rng
 from segment1b import s9_validation as s9
@@ -54,15 +60,16 @@ from segment1b.storage import Storage
 
 from .parameters import load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
-                    parquet_from_bytes,
-                    read_catalogue_keys)
+                    parquet_from_bytes, read_catalogue_keys, read_merchant_range)
 from .refcache import country_geometry
 from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
-from .tiles import RowGroupRef
+from .tiles import RowGroupRef, country_row_groups, iter_country
 
 __all__ = ["ValidationResult", "run_s9", "register"]
 
-S5, S6, S7, S8 = s9.S5, s9.S6, s9.S7, s9.S8
+S4, S5, S6, S7, S8 = s9.S4, s9.S5, s9.S6, s9.S7, s9.S8
+#: pairs whose S4 plan S9 recomputes over all of their country's tiles (plus the pair with the most sites)
+PLAN_SAMPLE = 256
 LABELS = (rng.S5_LABEL, rng.S6_LABEL)
 CHUNK_BYTES = 32 * 2**20
 BUNDLE = "validation_bundle_1B"
@@ -106,6 +113,7 @@ class PartJob:
     part: int
     rels: dict[str, str | None]  # S5/S6/S7/S8 and the two labels -> relative path of the part file
     catalogue_refs: tuple[RowGroupRef, ...] | None  # None: no catalogue to compare with
+    requirements_refs: tuple[RowGroupRef, ...] | None  # s3_requirements row groups; None: not published
     lo: int
     hi: int
     grid: Grid
@@ -184,7 +192,7 @@ def _tables_task(job: PartJob) -> dict[str, Any]:
 
     findings = s9.Findings()
     files: dict[str, dict[str, Any]] = {}
-    tables = _read_tables(job.storage, job.rels, s9.DATASETS, findings, files, job.part)
+    tables = _read_tables(job.storage, job.rels, s9.DATASETS + (S4,), findings, files, job.part)
     catalogue = None
     if job.catalogue_refs is not None:
         catalogue = read_catalogue_keys(job.storage, list(job.catalogue_refs), job.lo, job.hi)
@@ -194,6 +202,11 @@ def _tables_task(job: PartJob) -> dict[str, Any]:
         isos = {v for v in pc.unique(t7["legal_country_iso"]).to_pylist() if isinstance(v, str)}
     summary = s9.check_part_tables(job.part, tables, catalogue, _geometries(job, isos), job.grid, job.expect,
                                    findings)
+    requirements = None
+    if job.requirements_refs is not None:
+        requirements = read_merchant_range(job.storage, list(job.requirements_refs), job.lo, job.hi,
+                                           ["merchant_id", "legal_country_iso", "n_sites"], "s3_requirements")
+    summary["plan"] = s9.check_part_plan(job.part, tables.get(S4), tables.get(S5), requirements, findings)
     return {"kind": "tables", "part": job.part, "findings": findings.to_list(), "summary": summary,
             "files": files}
 
@@ -221,6 +234,82 @@ def _events_task(job: PartJob, label: str) -> dict[str, Any]:
     size = job.storage.fs.size(job.storage.abspath(rel))
     return {"kind": label, "part": job.part, "findings": findings.to_list(), "summary": summary,
             "files": {rel: {"sha256_hex": h.hexdigest(), "bytes": size}}}
+
+
+def _plan_task(storage: Storage, country_iso: str, weight_refs: tuple[RowGroupRef, ...],
+               pairs: tuple[tuple[int, int, str | None], ...]) -> dict[str, Any]:
+    """Task ``s9-plan-<ISO>``: the sampled pairs' published plans against a recomputation over all tiles.
+
+    ``pairs``: (merchant_id, n_sites from S3, S4 part file holding the merchant or None).
+    """
+    import pyarrow.compute as pc
+
+    findings = s9.Findings()
+    # all of the country's tiles with weight_fp > 0 (the others take no part), one row group at a time
+    tiles, weights = [], []
+    for t in iter_country(storage, list(weight_refs), country_iso, ["tile_id", "weight_fp"], "tile_weights"):
+        w = np.asarray(t["weight_fp"].to_numpy(), np.uint64)
+        keep = np.flatnonzero(w)
+        tiles.append(np.asarray(t["tile_id"].to_numpy(), np.uint64)[keep])
+        weights.append(w[keep])
+    tile_id = np.concatenate(tiles) if tiles else np.empty(0, np.uint64)
+    weight_fp = np.concatenate(weights) if weights else np.empty(0, np.uint64)
+    del tiles, weights
+    # dp from the first row group (S4 refuses a country whose weights mix dp values: E105)
+    first = next(iter_country(storage, list(weight_refs[:1]), country_iso, ["dp"], "tile_weights"), None)
+    dp = int(first["dp"][0].as_py()) if first is not None and first.num_rows else 0
+    published: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    by_rel: dict[str, set[int]] = defaultdict(set)
+    for m, _, rel in pairs:
+        if rel is not None:
+            by_rel[rel].add(m)
+    for rel, merchants in sorted(by_rel.items()):
+        try:
+            p = storage.read_parquet(rel, ["merchant_id", "legal_country_iso", "tile_id", "n_sites_tile"],
+                                     dataset_id=S4)
+        except Exception:  # an unreadable or malformed part is the tables task's finding
+            continue
+        p = p.filter(pc.and_(pc.equal(p["legal_country_iso"], country_iso),
+                             pc.is_in(p["merchant_id"], pa.array(sorted(merchants), pa.uint64()))))
+        mid = np.asarray(p["merchant_id"].to_numpy(), np.uint64)
+        tid = np.asarray(p["tile_id"].to_numpy(), np.uint64)
+        cnt = np.asarray(p["n_sites_tile"].to_numpy(), np.int64)
+        for m in merchants:
+            sel = mid == np.uint64(m)
+            published[m] = (tid[sel], cnt[sel])
+    empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
+    summary = s9.check_plan_recompute(
+        country_iso, tile_id, weight_fp, dp,
+        ({"merchant_id": m, "n_sites": n, "tile_id": published.get(m, empty)[0],
+          "n_sites_tile": published.get(m, empty)[1]} for m, n, _ in pairs), findings)
+    return {"kind": "plan", "part": -1, "country": country_iso, "findings": findings.to_list(),
+            "summary": summary, "files": {}}
+
+
+def _submit_plan_tasks(storage: Storage, client, sample: list[tuple[int, str, int]], indices: list[int],
+                       ranges: list[tuple[int, int]], s4_parts: dict[int, str], parameter_hash: str, tok: str,
+                       futures: dict[str, Any], stages: dict[str, str], findings: s9.Findings) -> int:
+    """One ``s9-plan-<ISO>`` task per country of the sample (largest countries first); returns the pairs."""
+    if not sample:
+        return 0
+    try:
+        refs = country_row_groups(storage, "tile_weights", parameter_hash)
+    except InputError as exc:
+        findings.add("plan_recompute", "E101_TILE_INDEX_MISSING", "tile_weights is not published, so no plan "
+                     "can be recomputed", 1, [{"path": exc.path}])
+        return 0
+    highs = np.array([hi for _, hi in ranges], dtype=np.uint64)
+    by_iso: dict[str, list[tuple[int, int, str | None]]] = defaultdict(list)
+    for m, iso, n in sample:
+        p = int(np.searchsorted(highs, np.uint64(m)))  # ranges cover u64 in order
+        by_iso[iso].append((m, n, s4_parts.get(indices[p]) if p < len(indices) else None))
+    for iso, pairs in sorted(by_iso.items()):
+        country_refs = tuple(refs.get(iso, ()))
+        key = task_key("s9", "plan", iso, None, tok)
+        futures[key] = client.submit(timed(_plan_task), storage, iso, country_refs, tuple(pairs), key=key,
+                                     priority=2**40 + sum(len(r.row_groups) for r in country_refs))
+        stages[key] = "s9 plan"
+    return len(sample)
 
 
 def _digest_task(storage: Storage, rel: str) -> dict[str, Any]:
@@ -295,7 +384,7 @@ def _resolve_run_id(storage: Storage, ident: RunIdentity, findings: s9.Findings)
 
 def _receipts(storage: Storage, ident: RunIdentity) -> dict[str, dict[str, Any] | None]:
     out: dict[str, dict[str, Any] | None] = {}
-    for state, ds in (("s5", S5), ("s6", S6), ("s7", S7), ("s8", S8)):
+    for state, ds in (("s4", S4), ("s5", S5), ("s6", S6), ("s7", S7), ("s8", S8)):
         target = (path_for(ds, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint) if ds == S8
                   else path_for(ds, **ident.tokens))
         out[ds] = None
@@ -310,19 +399,44 @@ def _receipts(storage: Storage, ident: RunIdentity) -> dict[str, dict[str, Any] 
     return out
 
 
-def _s3_sites(storage: Storage, ident: RunIdentity) -> int | None:
-    import pyarrow.compute as pc
+def _requirements(storage: Storage, ident: RunIdentity, sample_size: int
+                  ) -> tuple[int | None, list[tuple[int, str, int]]]:
+    """Σ n_sites of ``s3_requirements`` (None when not published) and the pairs whose plans S9 recomputes:
+    the ``sample_size`` smallest salted hashes of (merchant, ISO) and the pair with the most sites, as
+    sorted (merchant_id, ISO, n_sites).  One pass over the three columns, one file at a time."""
+    from segment1b.keys import iso_u16
 
     rel = path_for("s3_requirements", **ident.tokens)
     if not storage.is_published(rel):
-        return None
-    columns = (storage.read_parquet(p, ["n_sites"], dataset_id="s3_requirements")["n_sites"]
-               for p in storage.parquet_parts(rel))
-    return int(sum(pc.sum(c).as_py() or 0 for c in columns))
+        return None, []
+    salt = s9.plan_sample_salt(ident.seed, ident.manifest_fingerprint)
+    total = 0
+    keep = {"rank": np.empty(0, np.uint64), "m": np.empty(0, np.uint64), "iso": np.empty(0, np.uint16),
+            "n": np.empty(0, np.int64)}
+    largest: tuple[int, int, int] | None = None  # (n, merchant, iso)
+    for part in storage.parquet_parts(rel):
+        t = storage.read_parquet(part, ["merchant_id", "legal_country_iso", "n_sites"], dataset_id="s3_requirements")
+        m = np.asarray(t["merchant_id"].to_numpy(), np.uint64)
+        iso = iso_u16(t["legal_country_iso"])
+        n = np.asarray(t["n_sites"].to_numpy(), np.int64)
+        total += int(n.sum())
+        if not n.size:
+            continue
+        i = int(np.argmax(n))  # the first of the largest: merchant-major, so the lowest key
+        if largest is None or int(n[i]) > largest[0]:
+            largest = (int(n[i]), int(m[i]), int(iso[i]))
+        cand = {"rank": s9.plan_sample_rank(m, iso, salt), "m": m, "iso": iso, "n": n}
+        cand = {k: np.concatenate([keep[k], v]) for k, v in cand.items()}
+        best = np.lexsort((cand["iso"], cand["m"], cand["rank"]))[:sample_size]
+        keep = {k: v[best] for k, v in cand.items()}
+    picked = {(int(a), int(b), int(c)) for a, b, c in zip(keep["m"], keep["iso"], keep["n"])}
+    if largest is not None and sample_size > 0:
+        picked.add((largest[1], largest[2], largest[0]))
+    return total, sorted((m, chr(c >> 8) + chr(c & 0xFF), n) for m, c, n in picked)
 
 
 def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
-           parameter_hash: str | None = None,
+           parameter_hash: str | None = None, plan_sample: int = PLAN_SAMPLE,
            out=None) -> ValidationResult:
     """Validate the published S5-S8 datasets and RNG logs of (seed, fingerprint); publish the S9 bundle.
 
@@ -337,6 +451,9 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     manifest_fingerprint : str
     parameter_hash : str, optional
         Needed only when several parameter sets were run for (seed, fingerprint).
+    plan_sample : int
+        Pairs whose S4 plan is recomputed over all of their country's tiles (plus the pair with the most
+        sites; 0 turns the recomputation off).  Quotas and sums are checked on every pair regardless.
     out : text stream, optional
         Progress and summary (default stdout).
 
@@ -380,7 +497,7 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     ident = RunIdentity(seed=seed, manifest_fingerprint=fp, parameter_hash=parameter_hash, run_id=run_id)
 
     # -- what is published -----------------------------------------------------------------------------
-    rels = {S5: path_for(S5, **ident.tokens), S6: path_for(S6, **ident.tokens),
+    rels = {S4: path_for(S4, **ident.tokens), S5: path_for(S5, **ident.tokens), S6: path_for(S6, **ident.tokens),
             S7: path_for(S7, **ident.tokens),
             S8: path_for(S8, seed=seed, manifest_fingerprint=fp)}
     if run_id:
@@ -422,6 +539,15 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
                      "the outlet catalogue is not published, so coverage "
                      "cannot be checked", 1, [{"path": cat_rel}])
 
+    s3_rel = path_for("s3_requirements", **ident.tokens)
+    requirements = (CatalogueIndex(storage, s3_rel, "s3_requirements") if storage.is_published(s3_rel)
+                    else None)
+    s3_sites, sample = _requirements(storage, ident, plan_sample)
+    if s3_sites is None:
+        findings.add("row_counts", "E901_ROW_MISSING",
+                     "s3_requirements is not published, so its n_sites cannot be "
+                     "compared", 1, [{"path": s3_rel}])
+
     # -- per-part checks and partition digests on the cluster -----------------------------------------
     master = rng.master_material(seed, fp)
     inputs = sorted(r for by_index in parts.values() for r in by_index.values())
@@ -431,7 +557,8 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     stages: dict[str, str] = {}
     for i, (lo, hi) in zip(indices, ranges):
         job = PartJob(storage, i, {name: parts[name].get(i) for name in parts},
-                      tuple(catalogue.refs(lo, hi)) if catalogue is not None else None, lo, hi, params.grid,
+                      tuple(catalogue.refs(lo, hi)) if catalogue is not None else None,
+                      tuple(requirements.refs(lo, hi)) if requirements is not None else None, lo, hi, params.grid,
                       params.countries_sha256, expect, master)
         # one task for the dataset checks and one per event log, so the long JSON parses of a part run
         # in parallel with other work (largest first)
@@ -446,7 +573,9 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
             size = storage.fs.size(storage.abspath(job.rels[label]))
             futures[key] = client.submit(timed(_events_task), job, label, key=key, priority=int(size))
             stages[key] = f"s9 {action}"
-    digest_targets = {ds: rels[ds] for ds in (S5, S6, S7, S8) if storage.is_published(rels[ds])}
+    sampled = _submit_plan_tasks(storage, client, sample, indices, ranges, parts.get(S4, {}), parameter_hash,
+                                 tok, futures, stages, findings)
+    digest_targets = {ds: rels[ds] for ds in (S4, S5, S6, S7, S8) if storage.is_published(rels[ds])}
     digest_targets["outlet_catalogue"] = cat_rel if catalogue is not None else None
     digest_targets["s3_requirements"] = path_for("s3_requirements", **ident.tokens)
     for n, (name, rel) in enumerate(sorted(digest_targets.items())):
@@ -458,9 +587,10 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     results = gather(client, futures, "s9", out, stages=stages)
     task_results = [r for r in results.values() if "kind" in r]
     digests = {r["partition_path"]: r["sha256_hex"] for r in results.values() if "partition_path" in r}
-    for r in sorted(task_results, key=lambda r: (r["part"], r["kind"])):
+    for r in sorted(task_results, key=lambda r: (r["part"], r["kind"], r.get("country", ""))):
         findings.extend(r["findings"])
     part_results = sorted((r for r in task_results if r["kind"] == "tables"), key=lambda r: r["part"])
+    plan_results = sorted((r for r in task_results if r["kind"] == "plan"), key=lambda r: r["country"])
     event_results = {label: sorted((r for r in task_results if r["kind"] == label), key=lambda r: r["part"])
                      for label in LABELS}
     summaries = [r["summary"] for r in part_results]
@@ -491,13 +621,8 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     else:
         log_files = {}
     rows = {ds: sum(s["rows"].get(ds, 0) for s in summaries) for ds in s9.DATASETS}
-    s3_sites = _s3_sites(storage, ident)
-    if s3_sites is None:
-        findings.add("row_counts", "E901_ROW_MISSING",
-                     "s3_requirements is not published, so its n_sites cannot be "
-                     "compared", 1, [{"path": digest_targets["s3_requirements"]}])
     s9.check_row_counts(rows[S8], catalogue.rows if catalogue is not None else None, s3_sites, findings)
-    s9.check_receipts({ds: digests.get(rels[ds]) for ds in (S5, S6, S7, S8) if rels[ds] in digests},
+    s9.check_receipts({ds: digests.get(rels[ds]) for ds in (S4, S5, S6, S7, S8) if rels[ds] in digests},
                       _receipts(storage, ident), findings)
 
     files: dict[str, dict[str, Any]] = {}
@@ -535,13 +660,19 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
         "point_in_pixel": {"points": rows[S7]}, "point_in_country": {"points": rows[S7],
                                                                      "countries": len(countries)},
         "finality": {"partitions": {rel: d for rel, d in sorted(digests.items())}},
+        "plan_quota": {k: sum(s.get("plan", {}).get(k, 0) for s in summaries) for k in ("rows", "pairs", "sites")},
+        "plan_recompute": {"sample_size": plan_sample, "pairs": sum(r["summary"]["pairs"] for r in plan_results),
+                           "mismatched": sum(r["summary"]["mismatched"] for r in plan_results),
+                           "countries": len(plan_results), "pairs_requested": sampled,
+                           "plans": sum(r["summary"]["plans"] for r in plan_results),
+                           "weighted_tiles": {r["country"]: r["summary"]["tiles"] for r in plan_results}},
     })
     state = {"ident": ident, "params": params, "rels": rels, "digests": digests, "files": files, "rows": rows,
              "totals": totals, "trace_final": trace_final, "audit": audit, "parts": part_results,
              "events": event_results, "tasks": task_results, "wall_of_part": dict(wall_of_part),
              "catalogue_rows": catalogue.rows if catalogue is not None else None, "s3_sites": s3_sites,
              "countries": countries, "secs": secs, "hist": dict(hist),
-             "inputs": {**{ds: rels[ds] for ds in (S5, S6, S7, S8)}, "outlet_catalogue": cat_rel,
+             "inputs": {**{ds: rels[ds] for ds in (S4, S5, S6, S7, S8)}, "outlet_catalogue": cat_rel,
                         "s3_requirements": digest_targets["s3_requirements"]}}
     return _finish(storage, client, findings, counts, seed, fp, parameter_hash, run_id, params, state, rels,
                    t0, started, out)
@@ -747,6 +878,9 @@ def register(sub) -> None:
     p.add_argument("--parameter-hash", default=None, metavar="H",
                    help="parameter_hash to validate (needed only when several were run for the "
                    "seed/fingerprint)")
+    p.add_argument("--plan-sample", type=_count, default=PLAN_SAMPLE, metavar="N",
+                   help=f"pairs whose S4 allocation plan is recomputed over all of their country's tiles, "
+                   f"plus the pair with the most sites (default {PLAN_SAMPLE}; 0: off)")
     add_cluster_options(p)
     p.set_defaults(func=main)
 
@@ -760,6 +894,12 @@ def add_identity_options(p: argparse.ArgumentParser) -> None:
 def _seed(text: str) -> int:
     if not TOKEN_PATTERNS["seed"].match(text) or int(text) >= 2**64:
         raise argparse.ArgumentTypeError(f"seed must be a decimal u64 without leading zeros, got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
     return int(text)
 
 
@@ -779,7 +919,7 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
         _hex64(args.parameter_hash)
     with open_session(args, out=out) as (storage, client):
         result = run_s9(storage, client, args.seed, args.fingerprint, parameter_hash=args.parameter_hash,
-                        out=out)
+                        plan_sample=args.plan_sample, out=out)
     if result.passed:
         return 0
     print(f"FAILED S9 validation: {' '.join(result.failed_codes)}", file=err)

@@ -11,7 +11,7 @@ Checks and their codes (the single table is :data:`CHECKS`):
 ==================== ============================== ===================================================
 check                code(s)                        what
 ==================== ============================== ===================================================
-files                E901 / E902 / E904             every part index has its file in S5, S6, S7, S8
+files                E901 / E902 / E904             every part index has its file in S4, S5, S6, S7, S8
                                                     and both event logs; no stray files; readable
 schema               E904                           exact columns, order, Arrow types, no nulls
 value_range          E904                           lon/lat ranges, ISO uppercase, site_order ≥ 1, deltas
@@ -21,6 +21,10 @@ egress_parity        E901 / E902                    site_locations = S7 minus ti
 synthesis_parity     E901 / E902                    S7 = S5 ⋈ S6 with lon/lat = centroid + delta
 catalogue_coverage   E901 / E902                    site keys = outlet catalogue keys
 row_counts           E901 / E902                    rows = catalogue rows = Σ S3 n_sites
+plan_quota           E404 / E503                    every pair's S4 plan sums to its S3 n_sites; S5 puts
+                                                    exactly n_sites_tile sites on each planned tile
+plan_recompute       E404 / E416 / E101             on a sample of pairs, S4 = largest remainder
+                                                    recomputed over ALL the country's tile weights
 path_embed           E905                           lineage columns and envelopes = path tokens
 identity_coherence   E912                           one run_id and identity across logs, receipt, params
 rng_s5               E907                           one S5 event per site, its tile, counters, u
@@ -66,19 +70,20 @@ from .keys import SiteKeys, iso_is_upper, iso_u16
 __all__ = [
     "CHECKS", "MAX_EXAMPLES", "VALIDATOR_VERSION", "Findings", "Expect", "EventColumns", "parse_events",
     "check_schema", "check_part_tables", "check_part_events", "check_across_parts", "check_trace",
-    "check_audit", "check_row_counts",
+    "check_audit", "check_row_counts", "check_part_plan", "check_plan_recompute", "allocate_all_tiles",
+    "plan_sample_rank", "plan_sample_salt",
     "check_receipts", "bundle_files", "bundle_digest", "render_flag", "verify_bundle", "verify_egress",
     "BUNDLE_MEMBERS", "INDEX_NAME", "FLAG_NAME",
 ]
 
 #: Bumped when the checks or the bundle layout change (recorded in MANIFEST.json).
-VALIDATOR_VERSION = 1
+VALIDATOR_VERSION = 2
 MAX_EXAMPLES = 20
 
 #: check name -> (codes it can report, what it verifies); the order of s9_summary.json.
 CHECKS: dict[str, tuple[tuple[str, ...], str]] = {
     "files": (("E901_ROW_MISSING", "E902_ROW_EXTRA", "E904_EGRESS_SCHEMA"),
-              "every part index has its file in S5, S6, S7, site_locations and both RNG event logs; no stray "
+              "every part index has its file in S4, S5, S6, S7, site_locations and both RNG event logs; no stray "
               "files; every file is readable"),
     "schema": (("E904_EGRESS_SCHEMA",), "exact contract columns, order and Arrow types, no nulls"),
     "value_range": (("E904_EGRESS_SCHEMA",),
@@ -94,6 +99,12 @@ CHECKS: dict[str, tuple[tuple[str, ...], str]] = {
     "catalogue_coverage": (("E901_ROW_MISSING", "E902_ROW_EXTRA"), "site keys equal the outlet catalogue's"),
     "row_counts": (("E901_ROW_MISSING", "E902_ROW_EXTRA"),
                    "site_locations rows = outlet catalogue rows = sum of S3 n_sites"),
+    "plan_quota": (("E404_ALLOCATION_MISMATCH", "E503_TILE_QUOTA_MISMATCH"),
+                   "every (merchant, country) pair's s4_alloc_plan rows have n_sites_tile >= 1 and sum to its "
+                   "s3_requirements n_sites; S5 assigns exactly n_sites_tile sites to each planned tile"),
+    "plan_recompute": (("E404_ALLOCATION_MISMATCH", "E416_NUMERIC_OVERFLOW", "E101_TILE_INDEX_MISSING"),
+                       "on a sample of pairs (and the largest pair), s4_alloc_plan equals the largest "
+                       "remainder recomputed independently over all of the country's tile weights"),
     "path_embed": (("E905_IDENTITY",), "lineage columns and RNG envelopes equal the path tokens"),
     "identity_coherence": (("E912_IDENTITY_COHERENCE",), "one run_id and one identity across events, audit, "
                            "trace, run receipt and parameters"),
@@ -125,6 +136,8 @@ _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _TS_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 S5, S6, S7, S8 = "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis", "site_locations"
 DATASETS = (S5, S6, S7, S8)
+S4 = "s4_alloc_plan"
+_U64_MAX = 2**64 - 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -921,6 +934,239 @@ def check_receipts(digests: Mapping[str, str | None], receipts: Mapping[str, Map
                          "(changed after publication)", 1,
                          [{"dataset": ds, "partition_path": rec.get("partition_path"),
                            "receipt_sha256": rec.get("sha256_hex"), "actual_sha256": actual}])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the S4 allocation plan: quotas on every row, an independent recomputation on a sample
+
+
+def _pair_keys(table: pa.Table, third: str) -> SiteKeys:
+    """(merchant_id, ISO, ``third``) as :class:`SiteKeys` (``third`` in the site_order slot, as int64)."""
+    return SiteKeys(np.asarray(table["merchant_id"].to_numpy(), np.uint64), iso_u16(table["legal_country_iso"]),
+                    np.asarray(table[third].to_numpy(), np.int64))
+
+
+def _named(rows: list[dict[str, Any]], third: str) -> list[dict[str, Any]]:
+    return [{(third if k == "site_order" else k): v for k, v in r.items()} for r in rows]
+
+
+def check_part_plan(part: int, plan: pa.Table | None, sites: pa.Table | None, requirements: pa.Table | None,
+                    findings: Findings) -> dict[str, Any]:
+    """S4 checks of one part on every row: schema, order, n_sites_tile ≥ 1, Σ per pair = S3 n_sites (E404),
+    S5 sites per (pair, tile) = n_sites_tile (E503).
+
+    Parameters
+    ----------
+    part : int
+    plan : pyarrow.Table or None
+        The ``s4_alloc_plan`` part (``None``: missing or unreadable, already a finding).
+    sites : pyarrow.Table or None
+        The S5 part (same merchant range); ``None`` skips the quota check.
+    requirements : pyarrow.Table or None
+        ``s3_requirements`` rows (merchant_id, legal_country_iso, n_sites) of the part's merchant range;
+        ``None`` skips the sum check.
+    findings : Findings
+
+    Returns
+    -------
+    dict
+        ``rows``, ``pairs`` and ``sites`` (Σ n_sites_tile) of the plan part.
+    """
+    from .contracts import dataset
+
+    summary = {"rows": 0, "pairs": 0, "sites": 0}
+    if plan is None:
+        return summary
+    summary["rows"] = plan.num_rows
+    if not check_schema(plan, dataset(S4), findings, f"{S4}/part-{part:05d}"):
+        return summary
+    try:
+        k4 = _pair_keys(plan, "tile_id")  # tile ids are < 2**63 on every grid
+    except ValueError as exc:
+        findings.add("value_range", "E904_EGRESS_SCHEMA", f"{S4} legal_country_iso is not two letters", 1,
+                     [{"part": part, "error": str(exc)}])
+        return summary
+    cnt = np.asarray(plan["n_sites_tile"].to_numpy(), np.int64)
+    down, dup = k4.neighbours()
+    findings.add("sort", "E906_SORT", f"{S4} rows are not in writer-sort order (merchant_id, legal_country_iso, "
+                 "tile_id)", down.size, _named(_keys_rows(k4, down, part), "tile_id"))
+    dup = k4.duplicates() if down.size else dup
+    findings.add("unique_keys", "E903_DUP_KEY", f"{S4} lists a tile twice for one pair", dup.size,
+                 _named(_keys_rows(k4, dup, part), "tile_id"))
+    low = np.flatnonzero(cnt < 1)
+    findings.add("plan_quota", "E404_ALLOCATION_MISMATCH", f"{S4} has rows with n_sites_tile < 1", low.size,
+                 _named(_keys_rows(k4, low, part, n_sites_tile=cnt), "tile_id"))
+    # Σ n_sites_tile per pair against S3's n_sites, as multisets of (merchant, ISO, sites)
+    order = np.lexsort((k4.iso, k4.merchant_id))
+    starts, _ = _runs(k4.merchant_id[order], k4.iso[order])
+    sums = np.add.reduceat(cnt[order], starts) if starts.size else np.empty(0, np.int64)
+    planned = SiteKeys(k4.merchant_id[order][starts], k4.iso[order][starts], sums)
+    summary["pairs"], summary["sites"] = int(starts.size), int(cnt.sum())
+    if requirements is not None:
+        need = _pair_keys(requirements, "n_sites")
+        short, extra = need.diff(planned)
+        findings.add("plan_quota", "E404_ALLOCATION_MISMATCH",
+                     f"s3_requirements pairs whose {S4} rows do not sum to their n_sites (or have none)",
+                     short.size, _named(_keys_rows(need, short, part), "n_sites"))
+        findings.add("plan_quota", "E404_ALLOCATION_MISMATCH",
+                     f"{S4} pairs whose sum (plan_sites) matches no s3_requirements pair",
+                     extra.size, _named(_keys_rows(planned, extra, part), "plan_sites"))
+    if sites is None or not {"merchant_id", "legal_country_iso", "tile_id"} <= set(sites.column_names):
+        return summary
+    try:
+        k5 = _pair_keys(sites, "tile_id")
+    except ValueError:
+        return summary  # S5's own checks report it
+    per_row = np.clip(cnt, 0, None)
+    if int(per_row.sum()) > 2 * len(k5) + 1024:  # do not expand absurd counts into memory
+        findings.add("plan_quota", "E503_TILE_QUOTA_MISMATCH", f"{S4} plans far more sites than S5 assigns", 1,
+                     [{"part": part, "plan_sites": int(per_row.sum()), "s5_sites": len(k5)}])
+        return summary
+    # one slot per planned site, compared with S5's (merchant, ISO, tile) as multisets
+    slots = SiteKeys(np.repeat(k4.merchant_id, per_row), np.repeat(k4.iso, per_row),
+                     np.repeat(k4.site_order, per_row))
+    unfilled, over = slots.diff(k5)
+    findings.add("plan_quota", "E503_TILE_QUOTA_MISMATCH", f"planned tile slots that S5 leaves empty",
+                 unfilled.size, _named(_keys_rows(slots, unfilled, part), "tile_id"))
+    site_order = np.asarray(sites["site_order"].to_numpy(), np.int64) if "site_order" in sites.column_names \
+        else np.zeros(len(k5), np.int64)
+    findings.add("plan_quota", "E503_TILE_QUOTA_MISMATCH", "S5 sites on a tile beyond its planned n_sites_tile",
+                 over.size, _named(_keys_rows(k5, over, part, site=site_order), "tile_id"))
+    return summary
+
+
+def allocate_all_tiles(tile_id, weight_fp, n: int, dp: int) -> tuple[np.ndarray, np.ndarray]:
+    """S4 for one pair in the contract's own words, over ALL of a country's tiles (the validator's reference).
+
+    Shares no code with :mod:`segment1b.s4_alloc_plan` (no weight prefix, no cut-off, no plan shared between
+    merchants): ``prod = weight_fp·n``, ``z = prod // K``, ``r = prod % K``, ``S = n − Σz``; +1 to the S
+    tiles ranked by (r descending, tile_id ascending); every tile with a count ≥ 1.  Integers only; time
+    and memory linear in the country's tiles.
+
+    >>> allocate_all_tiles([1, 2], [700, 300], 5, dp=3)
+    (array([1, 2], dtype=uint64), array([4, 1]))
+
+    Returns
+    -------
+    (numpy.ndarray of uint64, numpy.ndarray of int64)
+        tile_id ascending and n_sites_tile.
+
+    Raises
+    ------
+    IntegrityError
+        ``E416_NUMERIC_OVERFLOW`` when weight_fp·n exceeds 2^64 − 1; ``E404_ALLOCATION_MISMATCH`` when the
+        weights cannot give n sites (they do not sum to 10^dp).
+    """
+    t = np.asarray(tile_id, np.uint64)
+    w = np.asarray(weight_fp, np.uint64)
+    if not w.all():  # only tiles with weight_fp > 0 take part
+        keep = np.flatnonzero(w)
+        t, w = t[keep], w[keep]
+    K = np.uint64(10**dp)
+    if n < 0:
+        raise IntegrityError("E404_ALLOCATION_MISMATCH", f"n_sites {n} is negative")
+    if n and w.size and int(w.max()) > _U64_MAX // n:
+        raise IntegrityError("E416_NUMERIC_OVERFLOW", f"weight_fp {int(w.max())} × n_sites {n} exceeds 2^64 − 1")
+    prod = w * np.uint64(n)
+    z = prod // K
+    r = np.subtract(prod, z * K, out=prod)  # prod % K (numpy's u64 modulo is several times slower)
+    if float(z.sum(dtype=np.float64)) > n + 1:  # Σz would exceed n (and could wrap in uint64)
+        raise IntegrityError("E404_ALLOCATION_MISMATCH", f"floor shares exceed n_sites {n}: the weights sum "
+                             f"above 10^{dp}")
+    S = n - int(z.sum(dtype=np.uint64))
+    if not 0 <= S <= np.count_nonzero(r):
+        raise IntegrityError("E404_ALLOCATION_MISMATCH", f"{S} remainder sites for n_sites {n} cannot be "
+                             f"given out: the weights do not sum to 10^{dp}")
+    plus = np.zeros(t.size, bool)
+    if S:
+        cut = np.partition(r, r.size - S)[r.size - S]  # the S-th largest remainder
+        above = r > cut
+        tied = np.flatnonzero(r == cut)
+        tied = tied[np.argsort(t[tied], kind="stable")]  # ties at the cut go to the lowest tile_ids
+        plus[above] = True
+        plus[tied[:S - int(above.sum())]] = True
+    keep = np.flatnonzero((z > 0) | plus)
+    keep = keep[np.argsort(t[keep], kind="stable")]
+    return t[keep], z[keep].astype(np.int64) + plus[keep]
+
+
+def check_plan_recompute(country_iso: str, tile_id: np.ndarray, weight_fp: np.ndarray, dp: int,
+                         pairs: Iterable[Mapping[str, Any]], findings: Findings) -> dict[str, Any]:
+    """Compare sampled pairs' published plans with :func:`allocate_all_tiles` over the country's tiles.
+
+    Parameters
+    ----------
+    country_iso : str
+    tile_id, weight_fp : numpy.ndarray
+        Every tile of the country from ``tile_weights``.
+    dp : int
+    pairs : iterable of mapping
+        ``merchant_id``, ``n_sites`` (from S3) and the published plan rows ``tile_id``, ``n_sites_tile``.
+    findings : Findings
+
+    Returns
+    -------
+    dict
+        ``pairs`` compared, ``mismatched`` pairs, ``tiles`` scanned per pair.
+    """
+    done = bad = 0
+    plans: dict[int, tuple[np.ndarray, np.ndarray] | IntegrityError] = {}  # a pure function of n here
+    for p in pairs:
+        m, n = int(p["merchant_id"]), int(p["n_sites"])
+        done += 1
+        row = {"merchant_id": m, "legal_country_iso": country_iso, "n_sites": n}
+        if n not in plans:
+            try:
+                plans[n] = allocate_all_tiles(tile_id, weight_fp, n, dp)
+            except IntegrityError as exc:
+                plans[n] = exc
+        try:
+            if isinstance(plans[n], IntegrityError):
+                raise plans[n]
+            want_t, want_c = plans[n]
+        except IntegrityError as exc:
+            bad += 1
+            findings.add("plan_recompute", exc.code, "the country's tile weights cannot allocate a sampled pair",
+                         1, [{**row, "error": exc.message}])
+            continue
+        got_t = np.asarray(p["tile_id"], np.uint64)
+        got_c = np.asarray(p["n_sites_tile"], np.int64)
+        if np.array_equal(got_t, want_t) and np.array_equal(got_c, want_c):
+            continue
+        bad += 1
+        tiles = np.union1d(got_t, want_t)
+        got = dict(zip(got_t.tolist(), got_c.tolist()))
+        want = dict(zip(want_t.tolist(), want_c.tolist()))
+        diff = [{**row, "tile_id": t, "n_sites_tile": got.get(t, 0), "expected": want.get(t, 0)}
+                for t in tiles.tolist() if got.get(t, 0) != want.get(t, 0)]
+        findings.add("plan_recompute", "E404_ALLOCATION_MISMATCH",
+                     "s4_alloc_plan differs from largest remainder recomputed over all of the country's tiles",
+                     1, diff[:3] or [row])
+    return {"country_iso": country_iso, "pairs": done, "mismatched": bad, "tiles": int(len(tile_id)),
+            "plans": len(plans)}
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (a bijection on u64 with good avalanche), wrapping arithmetic."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def plan_sample_salt(seed: int, manifest_fingerprint: str) -> int:
+    """The sample's salt: fixed by the run's identity, so the same files give the same sample (and bundle)."""
+    return int.from_bytes(hashlib.sha256(f"1B.s9.plan_sample|{seed}|{manifest_fingerprint}".encode())
+                          .digest()[:8], "little")
+
+
+def plan_sample_rank(merchant_id: np.ndarray, iso: np.ndarray, salt: int) -> np.ndarray:
+    """Sampling rank of each pair: a salted hash of (merchant_id, ISO); the pairs with the smallest ranks are
+    the sample (uniform over pairs, independent of parts, workers and file layout)."""
+    with np.errstate(over="ignore"):
+        h = _mix64(np.asarray(merchant_id, np.uint64) ^ np.uint64(salt))
+        return _mix64(h ^ np.asarray(iso, np.uint64))
 
 
 # ---------------------------------------------------------------------------------------------------------

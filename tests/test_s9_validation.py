@@ -131,3 +131,119 @@ def test_trace_totals_audit_and_receipts():
     f = s9.Findings()
     s9.check_row_counts(9, 10, 11, f)
     assert f.codes() == ["E901_ROW_MISSING"]
+
+
+# --- S4 plan: the validator's own reference and the per-part checks ---------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from segment1b.contracts import dataset  # noqa: E402
+from segment1b.s4_alloc_plan import allocate_pairs, allocate_reference, weight_prefix  # noqa: E402
+
+
+def _weights(raw, dp):
+    K, total = 10**dp, sum(raw)
+    z = [w * K // total for w in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (-(raw[i] * K % total), i))[:K - sum(z)]:
+        z[i] += 1
+    return z
+
+
+def test_allocate_all_tiles_worked_example_and_errors():
+    t, c = s9.allocate_all_tiles([11, 10], [300, 700], 5, dp=3)
+    assert t.tolist() == [10, 11] and c.tolist() == [4, 1]  # the tie at 500 goes to the lower tile_id
+    with pytest.raises(IntegrityError) as e:
+        s9.allocate_all_tiles([1, 2], [10**18 - 1, 1], 19, dp=18)
+    assert e.value.code == "E416_NUMERIC_OVERFLOW"
+    with pytest.raises(IntegrityError) as e:  # weights summing to less than K cannot give n sites
+        s9.allocate_all_tiles([1, 2], [100, 100], 20, dp=3)
+    assert e.value.code == "E404_ALLOCATION_MISMATCH"
+    with pytest.raises(IntegrityError) as e:  # nor can weights above K
+        s9.allocate_all_tiles([1, 2], [900, 900], 3, dp=3)
+    assert e.value.code == "E404_ALLOCATION_MISMATCH"
+    assert [a.tolist() for a in s9.allocate_all_tiles([], [], 0, dp=3)] == [[], []]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=50).filter(lambda w: sum(w) > 0),
+       st.integers(0, 300), st.integers(0, 6), st.randoms(use_true_random=False))
+def test_allocate_all_tiles_equals_the_python_reference_and_the_production_kernel(raw, n, dp, rnd):
+    w = _weights(raw, dp)
+    tiles = sorted(rnd.sample(range(10**6), len(w)))
+    t, c = s9.allocate_all_tiles(tiles, w, n, dp)
+    assert dict(zip(t.tolist(), c.tolist())) == allocate_reference(tiles, w, n, dp)
+    if n:
+        prefix = weight_prefix("FR", np.array(tiles, np.uint64), np.array(w, np.uint64), dp, n)
+        out = allocate_pairs(prefix, np.array([7], np.uint64), np.array([n], np.int64))
+        assert out["tile_id"].tolist() == t.tolist() and out["n_sites_tile"].tolist() == c.tolist()
+
+
+def _table(ds, rows):
+    spec = dataset(ds).schema
+    return pa.Table.from_pylist([dict(zip(spec.names, r)) for r in rows], schema=spec)
+
+
+PLAN = [(1, "DE", 10, 2), (1, "DE", 12, 1), (1, "FR", 5, 1), (2, "DE", 10, 1)]
+SITES = [(1, "DE", 1, 12), (1, "DE", 2, 10), (1, "DE", 3, 10), (1, "FR", 1, 5), (2, "DE", 1, 10)]
+NEEDS = [(1, "DE", 3), (1, "FR", 1), (2, "DE", 1)]
+
+
+def _plan_findings(plan=PLAN, sites=SITES, needs=NEEDS):
+    f = s9.Findings()
+    summary = s9.check_part_plan(3, _table("s4_alloc_plan", plan), _table("s5_site_tile_assignment", sites),
+                                 _table("s3_requirements", needs), f)
+    return f.to_list(), summary
+
+
+def test_part_plan_passes_when_quotas_and_sums_agree():
+    items, summary = _plan_findings()
+    assert items == [] and summary == {"rows": 4, "pairs": 3, "sites": 5}
+
+
+def test_part_plan_quota_sum_order_and_zero_rows():
+    moved = [(1, "DE", 1, 12), (1, "DE", 2, 12), (1, "DE", 3, 10), (1, "FR", 1, 5), (2, "DE", 1, 10)]
+    items, _ = _plan_findings(sites=moved)  # S5 put a site on tile 12 that the plan gives to tile 10
+    assert {i["code"] for i in items} == {"E503_TILE_QUOTA_MISMATCH"}
+    examples = [e for i in items for e in i["examples"]]
+    assert {"part": 3, "merchant_id": 1, "legal_country_iso": "DE", "tile_id": 10} in examples
+    assert {"part": 3, "merchant_id": 1, "legal_country_iso": "DE", "tile_id": 12, "site": 2} in examples
+
+    items, _ = _plan_findings(needs=[(1, "DE", 4), (1, "FR", 1), (2, "DE", 1)])  # S3 says 4 sites
+    (item,) = [i for i in items if i["code"] == "E404_ALLOCATION_MISMATCH" and "do not sum" in i["message"]]
+    assert item["examples"] == [{"part": 3, "merchant_id": 1, "legal_country_iso": "DE", "n_sites": 4}]
+
+    zero = [(1, "DE", 10, 2), (1, "DE", 11, 0), (1, "DE", 12, 1), (1, "FR", 5, 1), (2, "DE", 10, 1)]
+    items, _ = _plan_findings(plan=zero)
+    assert [i["examples"][0]["tile_id"] for i in items if "n_sites_tile < 1" in i["message"]] == [11]
+
+    unsorted = [PLAN[1], PLAN[0], PLAN[2], PLAN[3]]
+    items, _ = _plan_findings(plan=unsorted)
+    assert {i["code"] for i in items} == {"E906_SORT"}
+    items, _ = _plan_findings(plan=PLAN + [(2, "DE", 10, 1)])
+    assert "E903_DUP_KEY" in {i["code"] for i in items}
+
+
+def test_plan_recompute_names_the_differing_tiles():
+    f = s9.Findings()
+    tiles, weights = np.array([10, 11, 12], np.uint64), np.array([500, 300, 200], np.uint64)
+    good = {"merchant_id": 1, "n_sites": 10, "tile_id": [10, 11, 12], "n_sites_tile": [5, 3, 2]}
+    bad = {"merchant_id": 2, "n_sites": 10, "tile_id": [10, 11, 12], "n_sites_tile": [6, 2, 2]}
+    summary = s9.check_plan_recompute("FR", tiles, weights, 3, [good, bad], f)
+    assert summary == {"country_iso": "FR", "pairs": 2, "mismatched": 1, "tiles": 3, "plans": 1}  # same n
+    (item,) = f.to_list()
+    assert item["code"] == "E404_ALLOCATION_MISMATCH" and item["examples"] == [
+        {"merchant_id": 2, "legal_country_iso": "FR", "n_sites": 10, "tile_id": 10, "n_sites_tile": 6, "expected": 5},
+        {"merchant_id": 2, "legal_country_iso": "FR", "n_sites": 10, "tile_id": 11, "n_sites_tile": 2, "expected": 3}]
+
+
+def test_plan_sample_rank_is_salted_and_deterministic():
+    m = np.arange(1000, dtype=np.uint64)
+    iso = np.full(1000, ord("D") << 8 | ord("E"), np.uint16)
+    a = s9.plan_sample_rank(m, iso, s9.plan_sample_salt(42, FP))
+    assert np.array_equal(a, s9.plan_sample_rank(m, iso, s9.plan_sample_salt(42, FP)))
+    b = s9.plan_sample_rank(m, iso, s9.plan_sample_salt(43, FP))
+    assert len(set(np.argsort(a)[:50]) & set(np.argsort(b)[:50])) < 20  # another run samples other pairs
+    assert len(np.unique(a)) == 1000
+    # roughly uniform: the 100 smallest ranks are spread over the merchants, not the first ones
+    assert np.argsort(a)[:100].mean() > 300

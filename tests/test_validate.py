@@ -218,3 +218,111 @@ def test_cli_validate_exit_codes(fresh, client, capsys):
     assert "E907_RNG_BUDGET" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["validate", "--data-root", storage.root_url, "--seed", "-1", "--fingerprint", FP])
+
+
+# --- S4 allocation plan: quotas on every pair, independent recomputation on a sample ----------------------
+
+def _summary_check(storage, bundle, name):
+    summary = json.loads(storage.read_bytes(bundle + "s9_summary.json"))
+    return next(c for c in summary["checks"] if c["check"] == name)
+
+
+def test_pass_recomputes_the_plan_of_every_sampled_pair(validated):
+    storage, ident, result = validated
+    assert result.passed
+    recompute = _summary_check(storage, BUNDLE, "plan_recompute")
+    assert recompute["status"] == "PASS"
+    # the default sample (256 pairs, plus the largest one unless already in it) of the 292 pairs
+    counts = recompute["counts"]
+    assert counts["pairs"] == counts["pairs_requested"] in (256, 257) and counts["mismatched"] == 0
+    assert max(counts["weighted_tiles"].values()) > 100  # over all of a country's tiles
+    quota = _summary_check(storage, BUNDLE, "plan_quota")
+    assert quota["status"] == "PASS" and quota["counts"]["pairs"] == len(PAIRS)
+    assert quota["counts"]["sites"] == sum(n for _, _, n in PAIRS)
+    manifest = json.loads(storage.read_bytes(BUNDLE + "MANIFEST.json"))
+    assert "s4_alloc_plan" in {i["dataset"] for i in manifest["inputs"]}
+
+
+def _plan(ident):
+    return path_for("s4_alloc_plan", **ident.tokens)
+
+
+def test_weights_changed_after_the_plan_is_e404_from_the_recomputation(fresh, client):
+    """Only an independent recomputation over the tile weights can see this: S4-S8 agree with each other."""
+    storage, ident = fresh
+    plan = pq.read_table(storage.abspath(storage.parquet_parts(_plan(ident))[0])).to_pylist()
+    pairs = [(r["merchant_id"], r["legal_country_iso"]) for r in plan]
+    # a tile receiving sites of a pair spread over several tiles (so the country has other tiles)
+    big = max((r for r in plan if pairs.count((r["merchant_id"], r["legal_country_iso"])) > 1),
+              key=lambda r: r["n_sites_tile"])
+    for rel in storage.parquet_parts(path_for("tile_weights", parameter_hash=ident.parameter_hash)):
+        weights = pq.read_table(storage.abspath(rel))
+        iso = weights["country_iso"].to_numpy(zero_copy_only=False)
+        tile = weights["tile_id"].to_numpy()
+        here = np.flatnonzero((iso == big["legal_country_iso"]) & (tile == big["tile_id"]))
+        if here.size:
+            break
+    there = np.flatnonzero((iso == big["legal_country_iso"]) & (tile != big["tile_id"]))[0]
+    w = weights["weight_fp"].to_numpy().copy()
+    w[there] += w[here[0]]  # move all of the tile's weight to another tile of the country (sum stays 10^dp)
+    w[here[0]] = 0
+    weights = weights.set_column(2, "weight_fp", pa.array(w, pa.uint64()))
+    with open(storage.abspath(rel), "wb") as fh:
+        fh.write(write_parquet_bytes(weights, dataset("tile_weights")))
+    examples = failed(storage, client, ident, "E404_ALLOCATION_MISMATCH")
+    result = run_s9(storage, client, ident.seed, FP, plan_sample=10**6, out=io.StringIO())
+    assert result.failed_codes == ["E404_ALLOCATION_MISMATCH"]  # nothing else can tell
+    examples = [e for f in result.findings for e in f["examples"]]
+    assert {"merchant_id": big["merchant_id"], "legal_country_iso": big["legal_country_iso"],
+            "tile_id": big["tile_id"], "n_sites_tile": big["n_sites_tile"], "expected": 0} in \
+        [{k: e[k] for k in ("merchant_id", "legal_country_iso", "tile_id", "n_sites_tile", "expected")}
+         for e in examples if "expected" in e]
+
+
+def test_site_moved_between_planned_tiles_is_e503(fresh, client):
+    storage, ident = fresh
+    part = storage.parquet_parts(_plan(ident))[1]
+    plan = pq.read_table(storage.abspath(part))
+    rows = plan.to_pylist()
+    # the first pair with two planned tiles: one site moves from the first tile to the second
+    i = next(i for i in range(len(rows) - 1) if rows[i]["n_sites_tile"] > 1 and
+             (rows[i]["merchant_id"], rows[i]["legal_country_iso"]) ==
+             (rows[i + 1]["merchant_id"], rows[i + 1]["legal_country_iso"]))
+    rows[i]["n_sites_tile"] -= 1
+    rows[i + 1]["n_sites_tile"] += 1
+    rewrite(storage, part, pa.Table.from_pylist(rows, schema=plan.schema), "s4_alloc_plan")
+    examples = failed(storage, client, ident, "E503_TILE_QUOTA_MISMATCH")
+    assert {(e["merchant_id"], e["tile_id"]) for e in examples} >= {(rows[i]["merchant_id"], rows[i]["tile_id"]),
+                                                                    (rows[i]["merchant_id"], rows[i + 1]["tile_id"])}
+    # the recomputation sees it too, and the plan no longer matches its run report's receipt
+    result = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert {"E404_ALLOCATION_MISMATCH", "E911_FINALITY"} <= set(result.failed_codes)
+
+
+def test_dropped_plan_row_is_e404_against_s3(fresh, client):
+    storage, ident = fresh
+    part = storage.parquet_parts(_plan(ident))[0]
+    plan = pq.read_table(storage.abspath(part))
+    gone = plan.slice(4, 1).to_pylist()[0]
+    rewrite(storage, part, pa.concat_tables([plan.slice(0, 4), plan.slice(5)]), "s4_alloc_plan")
+    examples = failed(storage, client, ident, "E404_ALLOCATION_MISMATCH")
+    pair = (gone["merchant_id"], gone["legal_country_iso"])
+    assert pair in {(e["merchant_id"], e["legal_country_iso"]) for e in examples if "n_sites" in e}
+
+
+def test_plan_sample_can_be_chosen_or_turned_off(fresh, client):
+    storage, ident = fresh
+    few = run_s9(storage, client, ident.seed, FP, plan_sample=5, out=io.StringIO())
+    counts = _summary_check(storage, few.bundle_path, "plan_recompute")["counts"]
+    assert few.passed and counts["sample_size"] == 5 and counts["pairs"] in (5, 6)  # + the largest pair
+    # the sample is part of the bundle: another sample is another bundle, refused over a published PASS
+    again = run_s9(storage, client, ident.seed, FP, plan_sample=6, out=io.StringIO())
+    assert again.failed_codes == ["E913_PUBLISH"]
+    storage.remove(BUNDLE)
+    every = run_s9(storage, client, ident.seed, FP, plan_sample=10**6, out=io.StringIO())
+    assert every.passed and _summary_check(storage, BUNDLE, "plan_recompute")["counts"]["pairs"] == len(PAIRS)
+    storage.remove(BUNDLE)
+    args = ["validate", "--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", FP,
+            "--scheduler", client.scheduler.address, "--plan-sample", "0"]
+    assert cli_main(args) == 0
+    assert _summary_check(storage, BUNDLE, "plan_recompute")["counts"]["pairs"] == 0
