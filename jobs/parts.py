@@ -9,6 +9,7 @@ row groups of the outlet catalogue that can hold a range (footer statistics only
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -16,14 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segment1b.contracts import dataset
+from segment1b.contracts import TOKEN_PATTERNS, dataset
 from segment1b.errors import InputError
 from segment1b.storage import Storage
 
 from .tiles import RowGroupRef
 
 __all__ = ["PART_NAME", "U64_MAX", "part_files", "merchant_max", "merchant_ranges", "CatalogueIndex",
-           "read_catalogue_keys", "read_merchant_range", "read_part", "parquet_from_bytes", "file_stamps"]
+           "read_catalogue_keys", "read_merchant_range", "read_part", "parquet_from_bytes", "file_stamps",
+           "token_values"]
 
 PART_NAME = re.compile(r"^part-(\d{5})\.(parquet|jsonl)$")
 U64_MAX = 2**64 - 1
@@ -137,6 +139,21 @@ def read_catalogue_keys(storage: Storage, refs: list[RowGroupRef], lo: int, hi: 
     """Catalogue keys (merchant_id, legal_country_iso, site_order) of merchants in ``[lo, hi]``."""
     return read_merchant_range(storage, refs, lo, hi, ["merchant_id", "legal_country_iso", "site_order"],
                                "outlet_catalogue")
+
+
+def token_values(storage: Storage, rel: str, token: str) -> list[str]:
+    """Values of the ``token=`` sub-folders of a folder (hidden staging folders excluded), validated, sorted."""
+    base = storage.abspath(rel)
+    if not storage.fs.exists(base):
+        return []
+    out = []
+    for entry in storage.fs.ls(base, detail=True):
+        name = posixpath.basename(entry["name"].rstrip("/"))
+        if entry.get("type") == "directory" and name.startswith(token + "="):
+            value = name[len(token) + 1:]
+            if TOKEN_PATTERNS[token].match(value):
+                out.append(value)
+    return sorted(out)
 
 
 def read_part(storage: Storage, rel: str | None, schema: pa.Schema, columns, dataset_id: str) -> pa.Table:

@@ -33,6 +33,8 @@ from segment1b.errors import InputError, IntegrityError
 from segment1b.identity import RunIdentity
 from segment1b.storage import Storage
 
+from .parts import token_values
+
 if TYPE_CHECKING:
     from segment1b.map_view import MapView
 
@@ -57,21 +59,6 @@ INK = "#222222"
 # identity and inputs (shared with jobs.pictures_report)
 
 
-def _children(storage: Storage, rel: str, token: str) -> list[str]:
-    """Values of the ``token=`` sub-folders of a folder (hidden staging folders excluded), validated."""
-    base = storage.abspath(rel)
-    if not storage.fs.exists(base):
-        return []
-    out = []
-    for entry in storage.fs.ls(base, detail=True):
-        name = posixpath.basename(entry["name"].rstrip("/"))
-        if entry.get("type") == "directory" and name.startswith(token + "="):
-            value = name[len(token) + 1:]
-            if TOKEN_PATTERNS[token].match(value):
-                out.append(value)
-    return sorted(out)
-
-
 def resolve_identity(storage: Storage, seed: int, fingerprint: str,
                      parameter_hash: str | None = None) -> RunIdentity:
     """The run identity of (seed, fingerprint): the given parameter_hash or the only one published, + run_id.
@@ -90,7 +77,7 @@ def resolve_identity(storage: Storage, seed: int, fingerprint: str,
         parents = [posixpath.dirname(path_for(ds, seed=seed, manifest_fingerprint=fingerprint,
                                               parameter_hash="0" * 64).rstrip("/"))
                    for ds in ("run_folder", "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis")]
-        found = sorted({h for parent in parents for h in _children(storage, parent, "parameter_hash")})
+        found = sorted({h for parent in parents for h in token_values(storage, parent, "parameter_hash")})
         if len(found) != 1:
             what = f"{len(found)} parameter hashes ({', '.join(found)})" if found else "no run"
             raise InputError("E310_PARAMETER_HASH_MISMATCH",

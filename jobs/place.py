@@ -36,6 +36,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from cluster import worker_memory_peaks
 from segment1b import rng
 from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
@@ -419,7 +420,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
 
     summary: dict[str, Any] = {}
     records = {s: _part_records(storage, progress, s, len(parts)) for s in to_write}
-    peaks = _worker_peaks(client)
+    peaks = worker_memory_peaks(client)
     for s in states:
         if s not in to_write:
             summary[s] = {"skipped": True}
@@ -562,14 +563,6 @@ def _part_records(storage: Storage, progress: str, kind: str, n_parts: int) -> l
 def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any]) -> dict[str, str]:
     target = path_for(dataset_id, **tokens)
     return {"partition_path": target, "sha256_hex": storage.publish(staging, target, dataset_id)}
-
-
-def _worker_peaks(client) -> dict[str, int]:
-    try:
-        from cluster import worker_memory_peaks
-    except ImportError:  # pragma: no cover - cluster is part of this distribution
-        return {}
-    return worker_memory_peaks(client)
 
 
 def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cluster import reset_worker_memory_peaks, worker_memory_peaks
 from segment1b.contracts import dataset, path_for
 from segment1b.errors import IntegrityError
 from segment1b.grid import Grid
@@ -121,7 +122,7 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
     staging7, staging8 = storage.staging_path(target7, tok), storage.staging_path(target8, tok)
     for s in (staging7, staging8):
         storage.remove(s)  # leftovers of an interrupted run; parts are rewritten whole
-    _reset_peaks(client)
+    reset_worker_memory_peaks(client)
     futures: dict[str, Any] = {}
     for p, (lo, hi) in zip(indices, ranges):
         size = storage.fs.size(storage.abspath(parts5[p])) if p in parts5 else 0
@@ -139,7 +140,7 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
         raise
     wall = time.perf_counter() - t_start
     records = sorted(results.values(), key=lambda r: r["part"])
-    peaks = _peaks(client)
+    peaks = worker_memory_peaks(client)
     summary: dict[str, Any] = {}
     for state, ds, receipt in (("s7", S7, receipt7), ("s8", S8, receipt8)):
         report = _report(state, ds, ident, records, receipt, wall, peaks, client, started,
@@ -177,19 +178,3 @@ def _country_rows(rows: dict[str, int], secs: dict[str, float]) -> list[dict[str
     """Per-country rows and seconds, slowest first (contract §11)."""
     table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs.get(c, 0.0), 4)} for c in rows]
     return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
-
-
-def _reset_peaks(client) -> None:
-    try:
-        from cluster import reset_worker_memory_peaks
-    except ImportError:  # pragma: no cover - cluster is part of this distribution
-        return
-    reset_worker_memory_peaks(client)
-
-
-def _peaks(client) -> dict[str, int]:
-    try:
-        from cluster import worker_memory_peaks
-    except ImportError:  # pragma: no cover
-        return {}
-    return worker_memory_peaks(client)

@@ -50,6 +50,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from cluster import reset_worker_memory_peaks, worker_memory_peaks
 from segment1b import rng
 from segment1b import s9_validation as s9
 from segment1b.contracts import TOKEN_PATTERNS, path_for, report_path
@@ -60,7 +61,7 @@ from segment1b.storage import Storage
 
 from .parameters import load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
-                    parquet_from_bytes, read_catalogue_keys, read_merchant_range)
+                    parquet_from_bytes, read_catalogue_keys, read_merchant_range, token_values)
 from .refcache import country_geometry
 from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
 from .tiles import RowGroupRef, country_row_groups, iter_country
@@ -320,21 +321,6 @@ def _digest_task(storage: Storage, rel: str) -> dict[str, Any]:
 # the job
 
 
-def _children(storage: Storage, rel: str, token: str) -> list[str]:
-    """Values of ``token=`` sub-folders of a folder (hidden staging folders excluded), validated."""
-    base = storage.abspath(rel)
-    if not storage.fs.exists(base):
-        return []
-    out = []
-    for entry in storage.fs.ls(base, detail=True):
-        name = posixpath.basename(entry["name"].rstrip("/"))
-        if entry.get("type") == "directory" and name.startswith(token + "="):
-            value = name[len(token) + 1:]
-            if TOKEN_PATTERNS[token].match(value):
-                out.append(value)
-    return sorted(out)
-
-
 def _parent(rel: str) -> str:
     return posixpath.dirname(rel.rstrip("/")) + "/"
 
@@ -342,7 +328,7 @@ def _parent(rel: str) -> str:
 def _parameter_hashes(storage: Storage, seed: int, fp: str) -> list[str]:
     found: set[str] = set()
     for ds in (S5, S6, S7):
-        found.update(_children(storage, _parent(path_for(ds, seed=seed, manifest_fingerprint=fp,
+        found.update(token_values(storage, _parent(path_for(ds, seed=seed, manifest_fingerprint=fp,
                                                          parameter_hash="0" * 64)), "parameter_hash"))
     return sorted(found)
 
@@ -352,9 +338,9 @@ def _resolve_run_id(storage: Storage, ident: RunIdentity, findings: s9.Findings)
     log_ids: set[str] = set()
     probe = {"seed": ident.seed, "parameter_hash": ident.parameter_hash, "run_id": "0" * 32}
     for label in LABELS:
-        log_ids.update(_children(storage, _parent(path_for("rng_events", substream_label=label, **probe)),
+        log_ids.update(token_values(storage, _parent(path_for("rng_events", substream_label=label, **probe)),
                                  "run_id"))
-    log_ids.update(_children(storage, _parent(_parent(path_for("rng_audit_log", **probe))), "run_id"))
+    log_ids.update(token_values(storage, _parent(_parent(path_for("rng_audit_log", **probe))), "run_id"))
     if storage.exists(receipt_rel):
         try:
             receipt = storage.read_json(receipt_rel)
@@ -552,7 +538,7 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     master = rng.master_material(seed, fp)
     inputs = sorted(r for by_index in parts.values() for r in by_index.values())
     tok = token_of("s9", storage.root_url, seed, fp, parameter_hash, run_id, *file_stamps(storage, inputs))
-    _reset_peaks(client)
+    reset_worker_memory_peaks(client)
     futures: dict[str, Any] = {}
     stages: dict[str, str] = {}
     for i, (lo, hi) in zip(indices, ranges):
@@ -817,7 +803,7 @@ def _write_report(storage: Storage, client, result: ValidationResult, state: dic
     report = StateReport(
         state="s9", dataset=BUNDLE, identity=identity, rows=result.rows, receipts=receipts, wall_seconds=wall,
         task_cpu_seconds=sum(r["_cpu_s"] for r in tasks), workers=len(client.scheduler_info()["workers"]),
-        peak_worker_rss_bytes=_peaks(client),
+        peak_worker_rss_bytes=worker_memory_peaks(client),
         countries=sorted(table, key=lambda t: (-t["seconds"], t["country_iso"])), started_utc=started)
     report.extra.update(status="PASS" if result.passed else "FAIL", failed_codes=result.failed_codes,
                         bundle_path=result.bundle_path, parts=len(parts),
@@ -842,22 +828,6 @@ def _print_result(result: ValidationResult, storage: Storage, out) -> None:
                     print(f"      e.g. {json.dumps(e, sort_keys=True)[:200]}", file=out)
     if result.passed:
         print(f"    _passed.flag sha256_hex = {result.flag_sha256_hex}", file=out)
-
-
-def _reset_peaks(client) -> None:
-    try:
-        from cluster import reset_worker_memory_peaks
-    except ImportError:  # pragma: no cover
-        return
-    reset_worker_memory_peaks(client)
-
-
-def _peaks(client) -> dict[str, int]:
-    try:
-        from cluster import worker_memory_peaks
-    except ImportError:  # pragma: no cover
-        return {}
-    return worker_memory_peaks(client)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -924,4 +894,3 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
         return 0
     print(f"FAILED S9 validation: {' '.join(result.failed_codes)}", file=err)
     return EXIT_CONTRACT_FAILURE
-
