@@ -7,9 +7,10 @@ LocalCluster of 2 nanny-managed worker processes (1 thread, 4 GiB each), each in
 shares the prepared tile data by hard links.
 
 Faults: a seeded random half of the runs gets one kill.  For such a run a victim worker, a task family
-(``s4-alloc``, ``s5-assign`` or ``s6-jitter``) and an ordinal ``k`` (1..5) are drawn; a worker plugin in the
-victim SIGKILLs its own process when its ``k``-th task of that family starts executing, so the kill lands
-inside S4-S6 (if the victim runs fewer than ``k`` such tasks, the run is reported as "not landed").  The
+(``s4-weights``, a country's weight prefix, or ``s6-jitter``, a fused S4→S5→S6 unit — the task families a
+full run has in S4-S6) and an ordinal ``k`` (1..5) are drawn; a worker plugin in the victim SIGKILLs its own
+process when its ``k``-th task of that family starts executing, so the kill lands inside S4-S6 (if the
+victim runs fewer than ``k`` such tasks, the run is reported as "not landed").  The
 nanny restarts the worker and the later runs use the new process.
 
 Checks: every run passes S9 and its datasets (catalogue, S3-S7, site_locations) have the digests of the
@@ -36,7 +37,7 @@ SCALES = {
 }
 SEED = 20261125
 FAULT_SEED = 9
-FAMILIES = ("s4-alloc-", "s5-assign-", "s6-jitter-")
+FAMILIES = ("s4-weights-", "s6-jitter-")
 DATASETS = ("outlet_catalogue", "s3_requirements", "s4_alloc_plan", "s5_site_tile_assignment", "s6_site_jitter",
             "s7_site_synthesis", "site_locations")
 
