@@ -137,6 +137,24 @@ def test_bytes_do_not_depend_on_workers_or_sizing(placed, tmp_path, client1):
     assert digests(other, ident2) == expected
 
 
+def test_bytes_identical_with_four_workers(placed, tmp_path):
+    """1 worker (above), 2 (the fixture) and 4 worker processes, with yet other unit sizes: same bytes."""
+    from conftest import _local_client
+
+    storage, ident, _ = placed
+    cluster, client4 = _local_client(4)
+    try:
+        assert len(client4.scheduler_info()["workers"]) == 4
+        other = Storage(str(tmp_path / "four"))
+        ident4 = world.build(other, PAIRS)
+        run_place(other, client4, ident4, world.GRID, world.countries_sha256(), through="s6",
+                  config=PlaceConfig(part_sites=400, max_unit_sites=35, min_unit_sites=5), out=open("/dev/null", "w"))
+    finally:
+        client4.close()
+        cluster.close()
+    assert digests(other, ident4) == digests(storage, ident)
+
+
 def test_rerun_is_a_noop(placed, client):
     storage, ident, _ = placed
     before = digests(storage, ident)
