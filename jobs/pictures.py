@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from segment1b.contracts import TOKEN_PATTERNS, check_token, iso_table, path_for, report_path
 from segment1b.errors import InputError, IntegrityError
 from segment1b.identity import RunIdentity
+from segment1b.reader import site_locations_parts
 from segment1b.storage import Storage
 
 from .parts import token_values
@@ -165,13 +166,7 @@ def _countries(storage: Storage, countries_sha256: str):
 def _read_sites(storage: Storage, ident: RunIdentity,
                 country: str | None) -> tuple[np.ndarray, np.ndarray, int]:
     """lon, lat of the sites (of one country, or all) and the number of countries they are in."""
-    rel = path_for("site_locations", seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
-    parts = storage.parquet_parts(rel) if storage.is_published(rel) else []
-    if not parts:
-        raise IntegrityError("E901_ROW_MISSING",
-                             "site_locations is not published for this seed and fingerprint",
-                             dataset="site_locations", path=storage.url(rel),
-                             hint="run `segment1b run` through s8 (or check --seed/--fingerprint)")
+    parts = site_locations_parts(storage, ident.seed, ident.manifest_fingerprint)
     lon, lat, isos = [], [], set()
     filters = [("legal_country_iso", "=", country)] if country else None
     for part in parts:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import math
 import sys
 import time
@@ -316,14 +315,6 @@ def _grid_row(g: Grid) -> dict:
     return {"west": g.west, "north": g.north, "dx": g.dx, "dy": g.dy, "ncols": g.ncols, "nrows": g.nrows}
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _country_inputs(countries: refdata.Countries, places: refdata.Places | None) -> dict[str, CountryInput]:
     empty = np.zeros(0, dtype=np.float64)
     by_iso = {}
@@ -421,7 +412,7 @@ def prepare(
     places = refdata.default_places() if basis == "population_proxy" else None
     proxy = ProxyParams() if basis == "population_proxy" else None
     population_sha = (
-        places.sha256 if places is not None else _file_sha256(raster) if basis == "population" else ""
+        places.sha256 if places is not None else refdata.file_sha256(raster) if basis == "population" else ""
     )
     params = SegmentParameters(
         grid=the_grid.to_params(),

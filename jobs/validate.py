@@ -10,6 +10,7 @@ Graph, per merchant-major part ``NNN`` (the same index in S5, S6, S7, ``site_loc
   :func:`segment1b.s9_validation.check_part_events`.  Parsing JSON lines is most of S9's cost, so it gets
   its own tasks that run beside the dataset checks, largest first;
 * ``s9-digest-NNN-<token>`` hash whole partitions for the finality check;
+* ``s9-planrows-NNN-<token>`` pick the sampled pairs' rows out of S4 part ``NNN`` (each part read once);
 * ``s9-plan-<ISO>-<token>`` recompute the S4 plan of the sampled pairs of one country independently, over
   all of the country's tile weights (:func:`segment1b.s9_validation.allocate_all_tiles`).  The sample is
   the ``plan_sample`` pairs of ``s3_requirements`` with the smallest salted hash of (merchant, ISO) — fixed
@@ -237,14 +238,35 @@ def _events_task(job: PartJob, label: str) -> dict[str, Any]:
             "files": {rel: {"sha256_hex": h.hexdigest(), "bytes": size}}}
 
 
-def _plan_task(storage: Storage, country_iso: str, weight_refs: tuple[RowGroupRef, ...],
-               pairs: tuple[tuple[int, int, str | None], ...]) -> dict[str, Any]:
-    """Task ``s9-plan-<ISO>``: the sampled pairs' published plans against a recomputation over all tiles.
-
-    ``pairs``: (merchant_id, n_sites from S3, S4 part file holding the merchant or None).
-    """
+def _plan_rows_task(storage: Storage, rel: str, pairs: tuple[tuple[int, str], ...]
+                    ) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """Task ``s9-planrows-NNN``: the published S4 rows (tile_id, n_sites_tile) of the sampled pairs of one part,
+    so each part file is read once however many countries' samples it holds."""
     import pyarrow.compute as pc
 
+    try:
+        p = storage.read_parquet(rel, ["merchant_id", "legal_country_iso", "tile_id", "n_sites_tile"], dataset_id=S4)
+    except Exception:  # an unreadable or malformed part is the tables task's finding
+        return {}
+    p = p.filter(pc.is_in(p["merchant_id"], pa.array(sorted({m for m, _ in pairs}), pa.uint64())))
+    mid = np.asarray(p["merchant_id"].to_numpy(), np.uint64)
+    iso = np.asarray(p["legal_country_iso"].to_numpy(zero_copy_only=False))
+    tid = np.asarray(p["tile_id"].to_numpy(), np.uint64)
+    cnt = np.asarray(p["n_sites_tile"].to_numpy(), np.int64)
+    out = {}
+    for m, c in pairs:
+        sel = (mid == np.uint64(m)) & (iso == c)
+        out[(m, c)] = (tid[sel], cnt[sel])
+    return out
+
+
+def _plan_task(storage: Storage, country_iso: str, weight_refs: tuple[RowGroupRef, ...],
+               pairs: tuple[tuple[int, int], ...], *published_parts: dict) -> dict[str, Any]:
+    """Task ``s9-plan-<ISO>``: the sampled pairs' published plans against a recomputation over all tiles.
+
+    ``pairs``: (merchant_id, n_sites from S3); ``published_parts``: results of the ``s9-planrows`` tasks of the
+    parts that hold them.
+    """
     findings = s9.Findings()
     # all of the country's tiles with weight_fp > 0 (the others take no part), one row group at a time
     tiles, weights = [], []
@@ -259,30 +281,12 @@ def _plan_task(storage: Storage, country_iso: str, weight_refs: tuple[RowGroupRe
     # dp from the first row group (S4 refuses a country whose weights mix dp values: E105)
     first = next(iter_country(storage, list(weight_refs[:1]), country_iso, ["dp"], "tile_weights"), None)
     dp = int(first["dp"][0].as_py()) if first is not None and first.num_rows else 0
-    published: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    by_rel: dict[str, set[int]] = defaultdict(set)
-    for m, _, rel in pairs:
-        if rel is not None:
-            by_rel[rel].add(m)
-    for rel, merchants in sorted(by_rel.items()):
-        try:
-            p = storage.read_parquet(rel, ["merchant_id", "legal_country_iso", "tile_id", "n_sites_tile"],
-                                     dataset_id=S4)
-        except Exception:  # an unreadable or malformed part is the tables task's finding
-            continue
-        p = p.filter(pc.and_(pc.equal(p["legal_country_iso"], country_iso),
-                             pc.is_in(p["merchant_id"], pa.array(sorted(merchants), pa.uint64()))))
-        mid = np.asarray(p["merchant_id"].to_numpy(), np.uint64)
-        tid = np.asarray(p["tile_id"].to_numpy(), np.uint64)
-        cnt = np.asarray(p["n_sites_tile"].to_numpy(), np.int64)
-        for m in merchants:
-            sel = mid == np.uint64(m)
-            published[m] = (tid[sel], cnt[sel])
+    published = {k: v for rows in published_parts for k, v in rows.items()}
     empty = (np.empty(0, np.uint64), np.empty(0, np.int64))
     summary = s9.check_plan_recompute(
         country_iso, tile_id, weight_fp, dp,
-        ({"merchant_id": m, "n_sites": n, "tile_id": published.get(m, empty)[0],
-          "n_sites_tile": published.get(m, empty)[1]} for m, n, _ in pairs), findings)
+        ({"merchant_id": m, "n_sites": n, "tile_id": published.get((m, country_iso), empty)[0],
+          "n_sites_tile": published.get((m, country_iso), empty)[1]} for m, n in pairs), findings)
     return {"kind": "plan", "part": -1, "country": country_iso, "findings": findings.to_list(),
             "summary": summary, "files": {}}
 
@@ -290,7 +294,8 @@ def _plan_task(storage: Storage, country_iso: str, weight_refs: tuple[RowGroupRe
 def _submit_plan_tasks(storage: Storage, client, sample: list[tuple[int, str, int]], indices: list[int],
                        ranges: list[tuple[int, int]], s4_parts: dict[int, str], parameter_hash: str, tok: str,
                        futures: dict[str, Any], stages: dict[str, str], findings: s9.Findings) -> int:
-    """One ``s9-plan-<ISO>`` task per country of the sample (largest countries first); returns the pairs."""
+    """One ``s9-planrows-NNN`` task per S4 part holding sampled pairs and one ``s9-plan-<ISO>`` task per
+    country of the sample (largest countries first); returns the number of sampled pairs."""
     if not sample:
         return 0
     try:
@@ -300,14 +305,23 @@ def _submit_plan_tasks(storage: Storage, client, sample: list[tuple[int, str, in
                      "can be recomputed", 1, [{"path": exc.path}])
         return 0
     highs = np.array([hi for _, hi in ranges], dtype=np.uint64)
-    by_iso: dict[str, list[tuple[int, int, str | None]]] = defaultdict(list)
+    by_iso: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    parts_of_iso: dict[str, set[int]] = defaultdict(set)
+    by_part: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for m, iso, n in sample:
+        by_iso[iso].append((m, n))
         p = int(np.searchsorted(highs, np.uint64(m)))  # ranges cover u64 in order
-        by_iso[iso].append((m, n, s4_parts.get(indices[p]) if p < len(indices) else None))
+        if p < len(indices) and indices[p] in s4_parts:
+            by_part[indices[p]].append((m, iso))
+            parts_of_iso[iso].add(indices[p])
+    rows = {i: client.submit(_plan_rows_task, storage, s4_parts[i], tuple(pairs),
+                             key=task_key("s9", "planrows", None, i, tok), priority=2**41)
+            for i, pairs in sorted(by_part.items())}
     for iso, pairs in sorted(by_iso.items()):
         country_refs = tuple(refs.get(iso, ()))
         key = task_key("s9", "plan", iso, None, tok)
-        futures[key] = client.submit(timed(_plan_task), storage, iso, country_refs, tuple(pairs), key=key,
+        futures[key] = client.submit(timed(_plan_task), storage, iso, country_refs, tuple(pairs),
+                                     *(rows[i] for i in sorted(parts_of_iso[iso])), key=key,
                                      priority=2**40 + sum(len(r.row_groups) for r in country_refs))
         stages[key] = "s9 plan"
     return len(sample)

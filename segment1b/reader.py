@@ -28,7 +28,8 @@ from .contracts import check_token, path_for
 from .errors import IntegrityError
 from .storage import Storage
 
-__all__ = ["verify_passed_flag", "open_site_locations", "export_geoparquet", "GEOPARQUET_VERSION"]
+__all__ = ["verify_passed_flag", "open_site_locations", "export_geoparquet", "site_locations_parts",
+           "GEOPARQUET_VERSION"]
 
 GEOPARQUET_VERSION = "1.1.0"
 CRS = "EPSG:4326"
@@ -99,14 +100,19 @@ def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
     return digest
 
 
-def _parts(storage: Storage, seed: int, fingerprint: str) -> list[str]:
+def site_locations_parts(storage: Storage, seed: int, fingerprint: str) -> list[str]:
+    """Part files of the published ``site_locations`` of (seed, fingerprint), in name (= merchant) order.
+
+    Does not look at the flag (the pictures draw failed runs too); raises ``E901_ROW_MISSING`` when nothing
+    is published.
+    """
     rel = path_for("site_locations", seed=seed, manifest_fingerprint=fingerprint)
     parts = storage.parquet_parts(rel) if storage.is_published(rel) else []
     if not parts:
         raise IntegrityError("E901_ROW_MISSING",
                              "site_locations is not published for this seed and fingerprint",
                              dataset="site_locations", path=storage.url(rel),
-                             hint="run `segment1b run` (or check --seed/--fingerprint)")
+                             hint="run `segment1b run` through s8 (or check --seed/--fingerprint)")
     return parts
 
 
@@ -151,7 +157,8 @@ def open_site_locations(data_root: str, seed: int, fingerprint: str, *, storage_
     if verify:
         verify_passed_flag(data_root, seed, fingerprint, storage_options=storage_options)
     storage = _storage(data_root, storage_options)
-    urls = [storage.fs.unstrip_protocol(storage.abspath(p)) for p in _parts(storage, seed, fingerprint)]
+    urls = [storage.fs.unstrip_protocol(storage.abspath(p))
+            for p in site_locations_parts(storage, seed, fingerprint)]
     # partitioning=None: the seed=/fingerprint= folders are identity tokens, not data columns
     frame = dd.read_parquet(urls, storage_options=storage_options or None, index=False,
                             dataset={"partitioning": None})
@@ -216,7 +223,7 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
     if verify:
         verify_passed_flag(data_root, seed, fingerprint, storage_options=storage_options)
     storage = _storage(data_root, storage_options)
-    parts = _parts(storage, seed, fingerprint)
+    parts = site_locations_parts(storage, seed, fingerprint)
     column = {"encoding": "WKB", "geometry_types": ["Point"], "crs": ProjCRS(CRS).to_json_dict()}
     bbox = _bbox(storage, parts)
     if bbox is not None:

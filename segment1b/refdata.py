@@ -45,6 +45,7 @@ __all__ = [
     "countries_digest",
     "locate_package_file",
     "cache_dir",
+    "file_sha256",
     "ADM0_A3_TO_ISO2",
     "NO_COUNTRY_ADM0_A3",
     "CLEANING_VERSION",
@@ -164,12 +165,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SEGMENT1B_CACHE") or Path.home() / ".cache" / "segment1b")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex of a local file's bytes (source data fingerprints)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 # -- countries ---------------------------------------------------------------------------------------
@@ -401,7 +400,7 @@ def default_countries(*, use_cache: bool = True) -> Countries:
         ``E009_INPUT_UNREADABLE`` when the data package is not installed.
     """
     src = locate_package_file(NE_DIST, NE_FILE)
-    src_sha = _file_sha256(src)
+    src_sha = file_sha256(src)
     cache = cache_dir() / f"countries-ne10m-{src_sha[:16]}-v{CLEANING_VERSION}.parquet"
     if use_cache and cache.is_file():
         try:
@@ -519,7 +518,7 @@ def load_countries(path: str, iso_column: str | None = None) -> Countries:
     iso, geometry, report = validate_countries(
         frame[iso_column].to_numpy(), frame.geometry.to_numpy(), source=str(path), repair=False
     )
-    report.update({"iso_column": iso_column, "source_sha256": _file_sha256(Path(path))})
+    report.update({"iso_column": iso_column, "source_sha256": file_sha256(path)})
     return Countries(iso, geometry, countries_digest(iso, geometry), str(path), report)
 
 
