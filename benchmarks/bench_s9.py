@@ -127,6 +127,7 @@ def build_world(storage, client, scale: str, out):
         if storage.is_published(target):
             continue
         staging = storage.staging_path(target, "bench")
+        files = []
         for i, iso in enumerate(sorted(tiles)):
             t = tiles[iso]
             n = len(t)
@@ -142,9 +143,9 @@ def build_world(storage, client, scale: str, out):
                 tab = pa.table({"country_iso": [iso] * n, "tile_id": pa.array(t, pa.uint64()),
                                 "weight_fp": pa.array(_uniform_weights(n, 8), pa.uint64()),
                                 "dp": pa.array([8] * n, pa.uint32()), "zero_mass_fallback": [False] * n})
-            storage.write_part(staging, part_name(i),
-                               write_parquet_bytes(tab, dataset(ds), row_group_rows=8192))
-        storage.publish(staging, target, ds)
+            files.append(storage.write_part(staging, part_name(i),
+                                            write_parquet_bytes(tab, dataset(ds), row_group_rows=8192)))
+        storage.publish(staging, target, ds, expected=files)
     ref = path_for("reference_countries", countries_sha256=countries.sha256)
     if not storage.exists(ref):
         gdf = gpd.GeoDataFrame({"country_iso": list(countries.iso)}, geometry=list(countries.geometry),
@@ -157,11 +158,12 @@ def build_world(storage, client, scale: str, out):
     pairs = []
     if not storage.is_published(cat):
         staging = storage.staging_path(cat, "bench")
+        files = []
         for block in plan_blocks(gen["merchants"]):
             g = generate_block(block, seed=SEED, countries=table, manifest_fingerprint=fp)
-            storage.write_part(staging, part_name(block.index),
-                               write_parquet_bytes(g.table, dataset("outlet_catalogue")))
-        storage.publish(staging, cat, "outlet_catalogue")
+            files.append(storage.write_part(staging, part_name(block.index),
+                                            write_parquet_bytes(g.table, dataset("outlet_catalogue"))))
+        storage.publish(staging, cat, "outlet_catalogue", expected=files)
     for p in storage.parquet_parts(cat):
         t = pq.read_table(storage.abspath(p), columns=["merchant_id", "legal_country_iso"])
         pairs.append(t.group_by(["merchant_id", "legal_country_iso"],
@@ -171,10 +173,10 @@ def build_world(storage, client, scale: str, out):
     target = path_for("s3_requirements", **ident.tokens)
     if not storage.is_published(target):
         staging = storage.staging_path(target, "bench")
-        storage.write_part(staging, part_name(0),
-                           write_parquet_bytes(req.cast(dataset("s3_requirements").schema),
-                                                                      dataset("s3_requirements")))
-        storage.publish(staging, target, "s3_requirements")
+        files = [storage.write_part(staging, part_name(0),
+                                    write_parquet_bytes(req.cast(dataset("s3_requirements").schema),
+                                                        dataset("s3_requirements")))]
+        storage.publish(staging, target, "s3_requirements", expected=files)
     run_place(storage, client, ident, grid, countries.sha256, out=out)
     run_s7_s8(storage, client, ident, out=out)
     return ident, grid, countries

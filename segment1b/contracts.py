@@ -59,7 +59,7 @@ class DatasetSpec:
 
     id: str
     template: str
-    kind: str  # "parquet" | "json" | "jsonl" | "bundle"
+    kind: str  # "parquet" | "json" | "jsonl" | "bundle" | "lock"
     writer_sort: tuple[str, ...] = ()
     schema: pa.Schema | None = None
     primary_key: tuple[str, ...] = ()
@@ -171,6 +171,12 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
     DatasetSpec("parameters", "control/parameters/parameter_hash={parameter_hash}/parameters.json", "json"),
     DatasetSpec("reference_countries",
                 "reference/countries/countries_sha256={countries_sha256}/countries.parquet", "geoparquet"),
+    # leases (issue 14, segment1b/lease.py): one writer per scope at a time.  tiles: what `prepare` publishes
+    # for a parameter_hash; catalogue: what `generate` publishes for a fingerprint; segment: S0 and S3-S9 of a
+    # fingerprint (site_locations and the S9 bundle are shared by its parameter hashes)
+    DatasetSpec("lease_tiles", "control/lease/tiles/parameter_hash={parameter_hash}.lock", "lock"),
+    DatasetSpec("lease_catalogue", "control/lease/catalogue/fingerprint={manifest_fingerprint}.lock", "lock"),
+    DatasetSpec("lease_segment", "control/lease/segment/fingerprint={manifest_fingerprint}.lock", "lock"),
 ]}
 
 # sN -> dataset id whose run report it is (§11)

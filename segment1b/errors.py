@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "fail"]
+__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError", "fail"]
 
 # code -> what it means.  The single place that defines which codes exist.
 FAILURE_CODES: dict[str, str] = {
@@ -87,6 +87,9 @@ FAILURE_CODES: dict[str, str] = {
     # storage (contract §1)
     "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL": "a different partition is already published at this path",
     "E_PUBLISH_IO": "the publish location cannot be written (read-only, full or unreachable)",
+    "E_STAGING_INCOMPLETE": "a staging folder does not hold exactly the files its writers recorded; nothing published",
+    # shared data roots (issue 14): one writer per (data root, scope) at a time
+    "E_LEASE_BUSY": "another run holds the lease on this work (data root and scope); retry when it is done",
 }
 
 MAX_ROWS_IN_MESSAGE = 10
@@ -164,6 +167,11 @@ class IntegrityError(Segment1BError):
 
 class PublishError(Segment1BError):
     """A partition could not be published (conflict, read-only or full location)."""
+
+
+class BusyError(Segment1BError):
+    """The work is leased by another run on the same data root (``E_LEASE_BUSY``): not a contract failure,
+    retry later (the command line exits 75, EX_TEMPFAIL)."""
 
 
 def _rebuild(cls, code, message, dataset, path, rows, hint):

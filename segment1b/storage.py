@@ -6,6 +6,11 @@ staging folder, the partition digest is taken, and the folder is renamed into pl
 already exists is left alone when its digest is the same and refused
 (``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL``) when it differs.
 
+A staging folder belongs to one attempt (its name carries the attempt id, :mod:`segment1b.lease`), and
+publishing checks that it holds exactly the files its writers recorded (:class:`StagedFile`: name, size,
+SHA-256): a missing part, an extra file or a hidden temporary file is ``E_STAGING_INCOMPLETE`` and nothing
+is published (issue 14).
+
 On object stores (no atomic folder rename) the parts are copied into place and a sibling marker
 ``.<leaf>.published`` is written last; :meth:`Storage.is_published` checks the marker there, so readers
 going through this module still never see a half-published partition.
@@ -20,6 +25,7 @@ import json
 import os
 import posixpath
 import uuid
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable
 
@@ -29,8 +35,9 @@ import pyarrow.parquet as pq
 
 from .contracts import DatasetSpec
 from .errors import InputError, PublishError
+from .lease import DEFAULT_WAIT_SECONDS, DEFAULT_TTL_SECONDS, Lease, acquire, check_leases
 
-__all__ = ["Storage", "write_parquet_bytes", "check_schema", "part_name", "canonical_json"]
+__all__ = ["Storage", "StagedFile", "write_parquet_bytes", "check_schema", "part_name", "canonical_json"]
 
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 3
@@ -96,6 +103,20 @@ def write_parquet_bytes(table: pa.Table, spec: DatasetSpec, row_group_rows: int 
     return sink.getvalue()
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """What a writer put into a staging folder: the file's name (relative to the folder), its size and its
+    SHA-256 (``None``: checked by size only, as RNG event logs are)."""
+
+    name: str
+    size: int
+    sha256_hex: str | None = None
+
+    @classmethod
+    def of(cls, name: str, data: bytes) -> StagedFile:
+        return cls(name, len(data), hashlib.sha256(data).hexdigest())
+
+
 class Storage:
     """A data root (local folder or fsspec URL) and the operations the jobs need on it.
 
@@ -105,11 +126,18 @@ class Storage:
         Local path or URL (``s3://bucket/prefix``, ``file:///tmp/x``, ``memory://x``).
     storage_options : dict, optional
         Passed to fsspec (for example ``{"client_kwargs": {"endpoint_url": ...}}`` for S3).
+    lease_wait : float
+        Seconds a job waits for another run's lease on the same work (:meth:`lease`); 0 refuses at once.
+    lease_ttl : float
+        Object stores: seconds without a heartbeat after which a lease may be taken over.
     """
 
-    def __init__(self, root: str, storage_options: dict | None = None):
+    def __init__(self, root: str, storage_options: dict | None = None, *,
+                 lease_wait: float = DEFAULT_WAIT_SECONDS, lease_ttl: float = DEFAULT_TTL_SECONDS):
         self.root_url = str(root)
         self.storage_options = dict(storage_options or {})
+        self.lease_wait = float(lease_wait)
+        self.lease_ttl = float(lease_ttl)
 
     def __reduce__(self):
         return (Storage, (self.root_url, self.storage_options))
@@ -265,36 +293,108 @@ class Storage:
             return self.exists(target_rel)
         return self.exists(self._marker_path(target_rel))
 
-    def write_part(self, staging_rel: str, name: str, data: bytes) -> str:
-        """Write one part file into a staging folder; a retried task rewrites the same bytes."""
-        rel = posixpath.join(staging_rel, name)
-        self.write_bytes(rel, data)
-        return rel
+    def write_part(self, staging_rel: str, name: str, data: bytes) -> StagedFile:
+        """Write one part file into a staging folder; a retried task rewrites the same bytes.
 
-    def publish(self, staging_rel: str, target_rel: str, dataset_id: str, *, digest: bool = True) -> str:
+        Returns what :meth:`publish` expects of the file (name, size, SHA-256).
+        """
+        self.write_bytes(posixpath.join(staging_rel, name), data)
+        return StagedFile.of(name, data)
+
+    def lease(self, scope: str, *, out=None, ttl: float | None = None) -> Lease:
+        """Take the lease on ``scope`` (a lock path from the dataset dictionary), waiting up to
+        :attr:`lease_wait` seconds for another run holding it; see :func:`segment1b.lease.acquire`."""
+        return acquire(self, scope, wait=self.lease_wait, out=out, ttl=self.lease_ttl if ttl is None else ttl)
+
+    def staging_siblings(self, target_rel: str) -> list[str]:
+        """Every staging folder of a partition (any attempt), as paths relative to the root, sorted."""
+        parent, leaf = posixpath.split(target_rel.rstrip("/"))
+        prefix = f".{leaf}.staging-"
+        try:
+            entries = self.fs.ls(self.abspath(parent), detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+        return [posixpath.join(parent, n) + "/" for n in names if n.startswith(prefix)]
+
+    def publish(self, staging_rel: str, target_rel: str, dataset_id: str, *, expected: Iterable[StagedFile],
+                digest: bool = True) -> str:
         """Publish a staging folder at ``target_rel`` write-once and atomically; return the digest.
 
+        ``expected`` are the files the writers recorded: the folder must hold exactly these (names and sizes,
+        and SHA-256 where recorded), no missing part, no extra or hidden file, else nothing is published.
         ``digest=False`` is for RNG event logs: they are not byte-deterministic (``ts_utc``) and their path
         holds the run_id, so a published log of the same run is kept as it is and nothing is hashed (the logs
-        are most of the bytes a run writes); the return value is then ``""``.
+        are most of the bytes a run writes; they are checked by name and size); the return value is ``""``.
 
         Raises
         ------
         PublishError
+            ``E_STAGING_INCOMPLETE`` when the folder does not hold exactly the expected files,
             ``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL`` when a different partition is already there,
             ``E_PUBLISH_IO`` when the location cannot be written.
+        BusyError
+            ``E_LEASE_BUSY`` when this thread's lease on the root was taken over by another run.
         """
+        check_leases(self)
+        expected = list(expected)
         if not digest:
             if self.is_published(target_rel):
                 self.remove(staging_rel)
                 return ""
-            return self._move_into_place(staging_rel, target_rel, dataset_id, "")
-        digest = self.partition_digest(staging_rel)
+            self.verify_staging(staging_rel, expected, dataset_id, hashing=False)
+            return self._move_into_place(staging_rel, target_rel, dataset_id, "", expected)
+        digest = self.verify_staging(staging_rel, expected, dataset_id)
         if self.is_published(target_rel):
             return self._settle_existing(staging_rel, target_rel, dataset_id, digest)
-        return self._move_into_place(staging_rel, target_rel, dataset_id, digest)
+        return self._move_into_place(staging_rel, target_rel, dataset_id, digest, expected)
 
-    def _move_into_place(self, staging_rel: str, target_rel: str, dataset_id: str, digest: str) -> str:
+    def verify_staging(self, staging_rel: str, expected: Iterable[StagedFile], dataset_id: str, *,
+                       hashing: bool = True) -> str:
+        """Check that a staging folder holds exactly ``expected``; return the partition digest (§1).
+
+        Every file counts, hidden ones included.  With ``hashing`` each file is read once, for its own
+        SHA-256 and for the partition digest together; without, only names and sizes are checked (``""``).
+
+        Raises
+        ------
+        PublishError
+            ``E_STAGING_INCOMPLETE`` listing each missing, extra (hidden temporary), resized or changed file.
+        """
+        want = {f.name: f for f in expected}
+        base = self.abspath(staging_rel).rstrip("/")
+        try:
+            found = {path[len(base):].lstrip("/"): int(info.get("size") or 0)
+                     for path, info in self.fs.find(base, detail=True).items() if info.get("type") != "directory"}
+        except FileNotFoundError:
+            found = {}
+        problems = [{"file": n, "problem": "missing"} for n in sorted(set(want) - set(found))]
+        problems += [{"file": n, "problem": "hidden temporary" if ".tmp-" in n or "/." in "/" + n else "extra"}
+                     for n in sorted(set(found) - set(want))]
+        problems += [{"file": n, "problem": "size", "expected": want[n].size, "found": found[n]}
+                     for n in sorted(set(want) & set(found)) if want[n].size != found[n]]
+        partition = hashlib.sha256()
+        if not problems and hashing:
+            for name in sorted(want):
+                h = hashlib.sha256()
+                with self.fs.open(posixpath.join(base, name), "rb") as fh:
+                    for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+                        h.update(chunk)
+                        partition.update(chunk)
+                if want[name].sha256_hex is not None and h.hexdigest() != want[name].sha256_hex:
+                    problems.append({"file": name, "problem": "sha256", "expected": want[name].sha256_hex,
+                                     "found": h.hexdigest()})
+        if problems:
+            kinds = sorted({p["problem"] for p in problems})
+            raise PublishError("E_STAGING_INCOMPLETE", f"{dataset_id} staging does not hold exactly the {len(want)} "
+                               f"files its writers recorded ({', '.join(kinds)}); nothing was published",
+                               dataset=dataset_id, path=self.url(staging_rel), rows=problems,
+                               hint="rerun the same command: the partition is computed again; if it happens "
+                                    "again, something else writes into this data root")
+        return partition.hexdigest() if hashing else ""
+
+    def _move_into_place(self, staging_rel: str, target_rel: str, dataset_id: str, digest: str,
+                         expected: list[StagedFile]) -> str:
         src, dst = self.abspath(staging_rel).rstrip("/"), self.abspath(target_rel).rstrip("/")
         try:
             self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
@@ -311,8 +411,8 @@ class Storage:
             else:
                 if self.fs.exists(dst):  # leftovers of an interrupted publish, never marked
                     self.fs.rm(dst, recursive=True)
-                for sub in self.list_files(staging_rel):
-                    self.fs.copy(posixpath.join(src, sub), posixpath.join(dst, sub))
+                for f in sorted(expected, key=lambda f: f.name):  # exactly the verified files
+                    self.fs.copy(posixpath.join(src, f.name), posixpath.join(dst, f.name))
                 self.write_bytes(self._marker_path(target_rel), canonical_json({"sha256_hex": digest or None}))
                 self.fs.rm(src, recursive=True)
         except OSError as exc:
@@ -331,16 +431,35 @@ class Storage:
         self.remove(staging_rel)
         return digest
 
-    def publish_bytes(self, files: dict[str, bytes], target_rel: str, dataset_id: str, token: str) -> str:
-        """Stage a few small files (reports, bundles) and publish them as one partition."""
-        staging = self.staging_path(target_rel, token)
-        self.remove(staging)
-        for name, data in sorted(files.items()):
-            self.write_bytes(posixpath.join(staging, name), data)
-        return self.publish(staging, target_rel, dataset_id)
+    def publish_bytes(self, files: dict[str, bytes], target_rel: str, dataset_id: str, token: str = "") -> str:
+        """Stage a few small files (reports, bundles) and publish them as one partition.
+
+        Each call stages in a folder of its own (``token`` plus a random suffix): a concurrent or killed
+        publisher's folder is never reused, and a failed call removes its folder.
+        """
+        check_leases(self)
+        staging = self.staging_path(target_rel, f"{token}-{uuid.uuid4().hex[:12]}" if token else uuid.uuid4().hex[:12])
+        try:
+            for name, data in sorted(files.items()):
+                self.write_bytes(posixpath.join(staging, name), data)
+            return self.publish(staging, target_rel, dataset_id,
+                                expected=[StagedFile.of(n, d) for n, d in files.items()])
+        except BaseException:
+            self.discard(staging)
+            raise
+
+    def move_file(self, src_rel: str, dst_rel: str) -> None:
+        """Move one file (a rename on local roots; copy and delete on object stores)."""
+        dst = self.abspath(dst_rel)
+        try:
+            self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+            self.fs.mv(self.abspath(src_rel), dst)
+        except OSError as exc:
+            raise _io_error(exc, self.url(dst_rel)) from exc
 
     def publish_file(self, rel: str, data: bytes, dataset_id: str) -> str:
         """Write-once single file: same bytes → no-op, different → E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL."""
+        check_leases(self)
         digest = hashlib.sha256(data).hexdigest()
         if self.exists(rel):
             if self.file_sha256(rel) != digest:

@@ -81,10 +81,11 @@ def publish_catalogue(storage: Storage, parts, *, seed: int = SEED, fp: str = FP
     """Publish parts (tables, or raw bytes) as the catalogue partition plus a bundle vouching for them."""
     target = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=fp)
     staging = storage.staging_path(target, "test")
+    files = []
     for i, part in enumerate(parts):
         data = part if isinstance(part, bytes) else write_parquet_bytes(part, SPEC, row_group_rows=row_group_rows)
-        storage.write_part(staging, part_name(i), data)
-    digest = storage.publish(staging, target, "outlet_catalogue")
+        files.append(storage.write_part(staging, part_name(i), data))
+    digest = storage.publish(staging, target, "outlet_catalogue", expected=files)
     bundle_rel = path_for("validation_bundle_1A", manifest_fingerprint=fp)
     if bundle:
         checksums = {"partitions": [{"dataset": "outlet_catalogue", "partition_path": target, "sha256_hex": digest}]}
@@ -107,9 +108,9 @@ def publish_tile_weights(storage: Storage, countries, parameter_hash: str = PH, 
                   "zero_mass_fallback": pa.array([c in fallback for c in countries], pa.bool_())})
     target = path_for("tile_weights", parameter_hash=parameter_hash)
     staging = storage.staging_path(target, "test")
-    storage.write_part(staging, part_name(0), write_parquet_bytes(t, dataset("tile_weights"),
-                                                                  row_group_rows=row_group_rows))
-    storage.publish(staging, target, "tile_weights")
+    files = [storage.write_part(staging, part_name(0), write_parquet_bytes(t, dataset("tile_weights"),
+                                                                           row_group_rows=row_group_rows))]
+    storage.publish(staging, target, "tile_weights", expected=files)
     return target
 
 

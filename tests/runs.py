@@ -44,12 +44,18 @@ def fresh_root(prepared: str, dest: str, *, link: bool = True) -> str:
     """``dest`` holding only the prepared tile data of ``prepared`` (hard links unless ``link`` is false).
 
     Hard-linked files are shared with ``prepared``: never change their permissions or contents in place
-    (the storage layer never does: it writes a new file and renames it over the old one).
+    (the storage layer never does: it writes a new file and renames it over the old one).  Lease files
+    (``control/lease``) are not copied: a root's leases are its own (a lock on a shared file would make
+    runs on two roots wait for each other).
     """
     shutil.rmtree(dest, ignore_errors=True)
     copy = os.link if link else shutil.copy2
-    shutil.copytree(prepared, dest, copy_function=copy)
+    shutil.copytree(prepared, dest, copy_function=copy, ignore=_leases)
     return dest
+
+
+def _leases(folder: str, names: list[str]) -> list[str]:
+    return ["lease"] if folder.rstrip("/").endswith("/control") else []
 
 
 def dataset_digests(storage: Storage, seed: int, fingerprint: str, parameter_hash: str) -> dict[str, str | None]:

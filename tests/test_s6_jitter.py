@@ -41,8 +41,8 @@ def _publish_requirements(storage: Storage, ident: RunIdentity, pairs: list[tupl
                     "legal_country_iso": [p[1] for p in pairs], "n_sites": pa.array([p[2] for p in pairs], pa.int64())})
     target = path_for("s3_requirements", **ident.tokens)
     staging = storage.staging_path(target, "test")
-    storage.write_part(staging, part_name(0), write_parquet_bytes(req, dataset("s3_requirements")))
-    storage.publish(staging, target, "s3_requirements")
+    files = [storage.write_part(staging, part_name(0), write_parquet_bytes(req, dataset("s3_requirements")))]
+    storage.publish(staging, target, "s3_requirements", expected=files)
 
 
 @pytest.mark.cluster

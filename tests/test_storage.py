@@ -12,7 +12,7 @@ import pytest
 
 from segment1b.contracts import dataset
 from segment1b.errors import InputError, PublishError
-from segment1b.storage import Storage, check_schema, part_name, write_parquet_bytes
+from segment1b.storage import StagedFile, Storage, check_schema, part_name, write_parquet_bytes
 
 SPEC = dataset("s3_requirements")
 
@@ -23,11 +23,11 @@ def table(n: int, start: int = 0) -> pa.Table:
                      "n_sites": pa.array([1] * n, pa.int64())})
 
 
-def stage(storage: Storage, target: str, parts: list[pa.Table], token: str = "t") -> str:
+def stage(storage: Storage, target: str, parts: list[pa.Table], token: str = "t") -> tuple[str, list[StagedFile]]:
+    """Write ``parts`` into a staging folder; the folder and what the writer recorded of each file."""
     staging = storage.staging_path(target, token)
-    for i, t in enumerate(parts):
-        storage.write_part(staging, part_name(i), write_parquet_bytes(t, SPEC))
-    return staging
+    files = [storage.write_part(staging, part_name(i), write_parquet_bytes(t, SPEC)) for i, t in enumerate(parts)]
+    return staging, files
 
 
 def test_parquet_bytes_are_deterministic_and_strict():
@@ -49,8 +49,8 @@ def test_parquet_bytes_are_deterministic_and_strict():
 
 def test_publish_digest_is_sha256_of_files_in_ascii_order(storage):
     target = "data/x/parameter_hash=" + "a" * 64 + "/"
-    staging = stage(storage, target, [table(10), table(10, 10), table(5, 20)])
-    digest = storage.publish(staging, target, "s3_requirements")
+    staging, files = stage(storage, target, [table(10), table(10, 10), table(5, 20)])
+    digest = storage.publish(staging, target, "s3_requirements", expected=files)
     h = hashlib.sha256()
     for name in sorted(os.listdir(storage.abspath(target))):
         h.update(open(os.path.join(storage.abspath(target), name), "rb").read())
@@ -61,15 +61,68 @@ def test_publish_digest_is_sha256_of_files_in_ascii_order(storage):
 
 def test_identical_republish_is_a_noop_and_different_one_is_refused(storage):
     target = "data/x/seed=1/"
-    d1 = storage.publish(stage(storage, target, [table(10)], "a"), target, "s3_requirements")
+    staging, files = stage(storage, target, [table(10)], "a")
+    d1 = storage.publish(staging, target, "s3_requirements", expected=files)
     mtime = os.path.getmtime(storage.abspath(target + part_name(0)))
-    d2 = storage.publish(stage(storage, target, [table(10)], "b"), target, "s3_requirements")
+    staging, files = stage(storage, target, [table(10)], "b")
+    d2 = storage.publish(staging, target, "s3_requirements", expected=files)
     assert d1 == d2 and os.path.getmtime(storage.abspath(target + part_name(0))) == mtime
-    staging = stage(storage, target, [table(11)], "c")
+    staging, files = stage(storage, target, [table(11)], "c")
     with pytest.raises(PublishError) as e:
-        storage.publish(staging, target, "s3_requirements")
+        storage.publish(staging, target, "s3_requirements", expected=files)
     assert e.value.code == "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL" and "seed=1" in str(e.value)
     assert storage.partition_digest(target) == d1  # the published partition is untouched
+
+
+@pytest.fixture(params=["local", "memory"])
+def any_storage(request, data_root):
+    """A local root (atomic folder rename) and an object-store-like one (copy + marker)."""
+    if request.param == "local":
+        return Storage(data_root)
+    return Storage("memory://segment1b-test-" + os.urandom(4).hex())
+
+
+def test_publish_refuses_a_staging_folder_with_missing_extra_hidden_or_changed_files(any_storage):
+    """Publish renames only exactly the files the writers recorded (names, sizes, SHA-256), else
+    E_STAGING_INCOMPLETE naming each file, and nothing is published (issue 14)."""
+    storage = any_storage
+    target = "data/v/seed=5/"
+    staging, files = stage(storage, target, [table(5), table(5, 5), table(5, 10)])
+    tmp = staging + ".part-00001.parquet.tmp-0123abcd"
+    cases = {
+        "missing": (files + [StagedFile("part-00003.parquet", 100, "0" * 64)], None),
+        "extra": (files[:2], None),
+        "hidden temporary": (files, lambda: storage.write_bytes(tmp, b"half a part")),
+        "size": ([files[0], StagedFile(files[1].name, files[1].size + 1, files[1].sha256_hex), files[2]], None),
+        "sha256": ([files[0], StagedFile(files[1].name, files[1].size, "f" * 64), files[2]], None),
+    }
+    for problem, (expected, setup) in cases.items():
+        if setup is not None:
+            setup()
+        with pytest.raises(PublishError) as e:
+            storage.publish(staging, target, "s3_requirements", expected=expected)
+        err = e.value
+        assert err.code == "E_STAGING_INCOMPLETE" and "nothing was published" in str(err), problem
+        assert problem in str(err) and err.rows, (problem, str(err))
+        assert not storage.is_published(target) and not storage.exists(target), problem
+        if setup is not None:
+            storage.remove(tmp)
+    digest = storage.publish(staging, target, "s3_requirements", expected=files)  # exactly right: published
+    assert storage.partition_digest(target) == digest and not storage.exists(staging)
+
+
+def test_publish_bytes_stages_each_call_apart(storage):
+    """Small partitions (bundles, reports) get a staging folder of their own per call: a concurrent or
+    killed publisher's folder is never reused, and a failed call leaves nothing behind."""
+    target = "data/b/fingerprint=" + "e" * 64 + "/"
+    leftover = storage.staging_path(target, "same-token")
+    storage.write_bytes(leftover + "stray.json", b"from a killed publisher")
+    digest = storage.publish_bytes({"a.json": b"{}", "b.json": b"[]"}, target, "validation_bundle_1B", "same-token")
+    assert storage.list_files(target) == ["a.json", "b.json"] and storage.partition_digest(target) == digest
+    assert storage.staging_siblings(target) == [leftover]  # not this call's: left alone
+    with pytest.raises(PublishError):
+        storage.publish_bytes({"a.json": b"{ }"}, target, "validation_bundle_1B", "same-token")
+    assert storage.staging_siblings(target) == [leftover]
 
 
 def test_staging_folders_are_hidden_from_listings(storage):
@@ -94,11 +147,12 @@ def test_storage_pickles_as_a_recipe(storage):
 def test_publish_on_a_memory_filesystem_uses_a_marker():
     storage = Storage("memory://segment1b-test-" + os.urandom(4).hex())
     target = "data/m/seed=3/"
-    staging = stage(storage, target, [table(4), table(4, 4)])
+    staging, files = stage(storage, target, [table(4), table(4, 4)])
     assert not storage.is_published(target)
-    digest = storage.publish(staging, target, "s3_requirements")
+    digest = storage.publish(staging, target, "s3_requirements", expected=files)
     assert storage.is_published(target) and storage.partition_digest(target) == digest
-    assert storage.publish(stage(storage, target, [table(4), table(4, 4)], "z"), target, "s3_requirements") == digest
+    staging, files = stage(storage, target, [table(4), table(4, 4)], "z")
+    assert storage.publish(staging, target, "s3_requirements", expected=files) == digest
 
 
 WRITER = textwrap.dedent("""
@@ -109,12 +163,13 @@ WRITER = textwrap.dedent("""
     storage, target = Storage(sys.argv[1]), sys.argv[2]
     staging = storage.staging_path(target, sys.argv[3])
     storage.remove(staging)
+    files = []
     for i in range(40):
         t = pa.table({"merchant_id": pa.array(range(i * 5000, (i + 1) * 5000), pa.uint64()),
                       "legal_country_iso": pa.array(["DE"] * 5000), "n_sites": pa.array([2] * 5000, pa.int64())})
-        storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset("s3_requirements")))
+        files.append(storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset("s3_requirements"))))
         print(i, flush=True)
-    storage.publish(staging, target, "s3_requirements")
+    storage.publish(staging, target, "s3_requirements", expected=files)
     print("published", flush=True)
 """)
 

@@ -91,9 +91,9 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
     for ds, parts in (("tile_index", index_parts), ("tile_weights", weight_parts)):
         target = path_for(ds, parameter_hash=ph)
         staging = storage.staging_path(target, "world")
-        for i, t in enumerate(parts):
-            storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset(ds), row_group_rows=64))
-        storage.publish(staging, target, ds)
+        files = [storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset(ds), row_group_rows=64))
+                 for i, t in enumerate(parts)]
+        storage.publish(staging, target, ds, expected=files)
     gdf = gpd.GeoDataFrame({"country_iso": sorted(geoms)}, geometry=[geoms[k] for k in sorted(geoms)], crs="EPSG:4326")
     ref = path_for("reference_countries", countries_sha256=params.countries_sha256)
     storage.fs.makedirs(storage.abspath(ref.rsplit("/", 1)[0]), exist_ok=True)
@@ -105,8 +105,8 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
                     "legal_country_iso": [p[1] for p in pairs], "n_sites": pa.array([p[2] for p in pairs], pa.int64())})
     target = path_for("s3_requirements", **ident.tokens)
     staging = storage.staging_path(target, "world")
-    storage.write_part(staging, part_name(0), write_parquet_bytes(req, dataset("s3_requirements")))
-    storage.publish(staging, target, "s3_requirements")
+    files = [storage.write_part(staging, part_name(0), write_parquet_bytes(req, dataset("s3_requirements")))]
+    storage.publish(staging, target, "s3_requirements", expected=files)
     return ident
 
 
@@ -162,10 +162,10 @@ def publish_catalogue(storage: Storage, ident: RunIdentity, pairs: list[tuple[in
     table = catalogue_table(ident, pairs)
     target = path_for("outlet_catalogue", seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
     staging = storage.staging_path(target, "world")
-    for i, start in enumerate(range(0, max(table.num_rows, 1), part_rows)):
-        storage.write_part(staging, part_name(i), write_parquet_bytes(
-            table.slice(start, part_rows), dataset("outlet_catalogue"), row_group_rows=row_group_rows))
-    storage.publish(staging, target, "outlet_catalogue")
+    files = [storage.write_part(staging, part_name(i), write_parquet_bytes(
+        table.slice(start, part_rows), dataset("outlet_catalogue"), row_group_rows=row_group_rows))
+        for i, start in enumerate(range(0, max(table.num_rows, 1), part_rows))]
+    storage.publish(staging, target, "outlet_catalogue", expected=files)
     return target
 
 
