@@ -10,12 +10,15 @@ import argparse
 import sys
 
 from cluster.errors import ClusterError
-from segment1b.errors import Segment1BError
+from segment1b.errors import BusyError, Segment1BError
 
 # Exit codes: 0 ok, 2 usage (argparse), 3 contract failure (or a failed validation), 4 no usable Dask cluster
-# (options, TLS, unreachable scheduler: cluster/README.md), 1 anything else (a bug: please report).
+# (options, TLS, unreachable scheduler: cluster/README.md), 75 busy: another run holds the lease on the same
+# work (E_LEASE_BUSY; 75 is sysexits' EX_TEMPFAIL, "try again later"), 130 interrupted, 1 anything else (a bug:
+# please report).
 EXIT_CONTRACT_FAILURE = 3
 EXIT_CLUSTER_FAILURE = 4
+EXIT_BUSY = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BusyError as exc:  # not a failure of the data: the same command succeeds once the other run is done
+        print(f"\nFAILED {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except Segment1BError as exc:
         print(f"\nFAILED {exc}", file=sys.stderr)
         return EXIT_CONTRACT_FAILURE

@@ -49,7 +49,8 @@ from segment1b.generator import (GENERATOR_VERSION, SCALES, Block, CountryTable,
                                  generator_parameters, manifest_fingerprint, plan_blocks)
 from segment1b.s0_gate import (EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, build_bundle,
                                recorded_partition_digest, verify_bundle)
-from segment1b.storage import Storage, part_name, write_parquet_bytes
+from segment1b.lease import Lease, sweep_when_idle
+from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
 from .runtime import gather, task_key, timed, token_of
 
@@ -116,16 +117,33 @@ def run_generate(storage: Storage, client, countries: CountryTable, *, scale: st
     fp = manifest_fingerprint(params)
     target = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=fp)
     bundle = path_for("validation_bundle_1A", manifest_fingerprint=fp)
+    scope = path_for("lease_catalogue", manifest_fingerprint=fp)
     existing = _existing(storage, target, bundle, fp)
     if existing is not None:
-        print(f"  outlet_catalogue {fp[:12]}... (scale {scale}, seed {seed}) is already published and passes "
-              "its bundle: nothing to do", file=out)
-        return {**existing, "status": "exists", "wall_seconds": round(time.perf_counter() - t0, 3)}
+        sweep_when_idle(storage, scope, target, bundle)  # staging left by a killed run, if any
+        return _exists(existing, scale, seed, t0, out)
+    # one run generates a fingerprint at a time: the others wait here, then find it published (issue 14)
+    with storage.lease(scope, out=out) as lease:
+        existing = _existing(storage, target, bundle, fp)
+        if existing is not None:
+            return _exists(existing, scale, seed, t0, out)
+        lease.sweep(target, bundle)  # staging of dead attempts: under the lease nobody else is alive
+        return _generate_leased(storage, client, lease, countries, params, target, bundle, t0, out=out, show=show)
 
+
+def _exists(existing: dict[str, Any], scale: str, seed: int, t0: float, out) -> dict[str, Any]:
+    print(f"  outlet_catalogue {existing['manifest_fingerprint'][:12]}... (scale {scale}, seed {seed}) is already "
+          "published and passes its bundle: nothing to do", file=out)
+    return {**existing, "status": "exists", "wall_seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _generate_leased(storage: Storage, client, lease: Lease, countries: CountryTable, params: dict[str, Any],
+                     target: str, bundle: str, t0: float, *, out, show: bool) -> dict[str, Any]:
+    """Generate the blocks and publish the catalogue and its bundle, under the lease of the fingerprint."""
+    seed, scale, fp = params["seed"], params["scale"], manifest_fingerprint(params)
     blocks = plan_blocks(params["merchants"])
-    token = token_of("generate", storage.root_url, fp)
-    staging = storage.staging_path(target, token)
-    storage.remove(staging)
+    token = token_of("generate", storage.root_url, fp, lease.attempt)  # keys of this attempt only
+    staging = lease.staging_path(target)  # this attempt's: no other run writes into it or removes it
     task = timed(generate_part)
     if client is None:
         results = [task(storage, staging, b, seed=seed, countries=countries, fingerprint=fp) for b in blocks]
@@ -140,7 +158,8 @@ def run_generate(storage: Storage, client, countries: CountryTable, *, scale: st
             client.cancel(list(futures.values()))  # forget the keys: a rerun must run the tasks again
         results = [done[k] for k in futures]
     results.sort(key=lambda r: r["index"])
-    digest = storage.publish(staging, target, "outlet_catalogue")
+    digest = storage.publish(staging, target, "outlet_catalogue",
+                             expected=[StagedFile(r["part"], r["bytes"], r["sha256_hex"]) for r in results])
 
     summary = _summary(params, fp, countries, results, target, digest)
     files = build_bundle({
@@ -342,7 +361,7 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
 
 def register(subparsers) -> None:
     """``segment1b generate``: a synthetic outlet catalogue with its PASS bundle."""
-    from jobs.session import add_cluster_options, add_root_options
+    from jobs.session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser("generate", help="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -357,6 +376,7 @@ def register(subparsers) -> None:
                         "published, if any)")
     p.add_argument("--in-process", action="store_true",
                    help="generate in this process, without a Dask cluster (fine up to x10)")
+    add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=_main)
 

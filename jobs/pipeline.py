@@ -13,6 +13,7 @@ interrupted run ends with the same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from segment1b.storage import Storage
 
 from .place import STATES as PLACE_STATES
 from .place import PlaceConfig, run_place
-from .session import add_cluster_options, add_root_options, open_session
+from .session import add_cluster_options, add_lease_options, add_root_options, open_session
 
 __all__ = ["RunRequest", "run_pipeline", "register"]
 
@@ -90,7 +91,7 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
     # one performance report for the whole run (S1-S9); it is saved in the run folder, known once S1/S2
     # and the catalogue have given the identity
     perf = _performance_report(storage, client)
-    with perf:
+    with contextlib.ExitStack() as held, perf:  # perf exits first: the report is saved under the lease
         prepared = step("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
                         raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
                         out=out)
@@ -103,6 +104,9 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
             fp = generated["manifest_fingerprint"]
         else:
             fp = request.fingerprint
+        # S0 and S3-S9 of a fingerprint are published by one run at a time (issue 14): a second submission waits
+        # here, then finds them published.  The states take the same lease again (re-entrant).
+        held.enter_context(storage.lease(path_for("lease_segment", manifest_fingerprint=fp), out=out))
         run_id, resumed = _run_receipt(storage, request, fp, ph)
         ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
         perf.destination = path_for("run_folder", **ident.tokens) + PERFORMANCE_REPORT
@@ -278,6 +282,7 @@ def register(subparsers) -> None:
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
     p.add_argument("--part-sites", type=int, default=PlaceConfig.part_sites,
                    help="sites per output part of S4-S8 (layout constant; default 2^18)")
+    add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)
 

@@ -15,11 +15,14 @@ Parts are scheduled in order (priorities), so a worker holds about one part of r
 memory is bounded by the part size, not by the dataset.  Every draw is keyed by (merchant, country,
 site), never by unit, worker or retry, so the bytes do not depend on any of them.
 
-Resume: each finished part leaves a small progress record (rows, counts, the size of every file it wrote)
-next to the staging folders, which are named by run_id; a rerun under the same run_id skips parts whose
-files are all there with their recorded sizes.  A state counts as done only when its dataset and event log
-are published *and* its run report holds the receipt; a run killed between those steps finishes them
-(publishing settles on the same bytes), then writes the RNG trace and removes the progress records.
+Resume: each finished part leaves a small progress record (rows, counts, every file it wrote with its size
+and digest) in its attempt's progress folder; staging and progress folders belong to one attempt (the
+fingerprint's lease holder, issue 14).  A rerun under the same run_id adopts the finished parts of dead
+attempts, checked file by file (:mod:`jobs.place_progress`), and skips parts whose files are all there.
+Publishing checks each staging folder holds exactly the recorded files.  A state counts as done only when
+its dataset and event log are published *and* its run report holds the receipt; a run killed between those
+steps finishes them (publishing settles on the same bytes), then writes the RNG trace and removes the
+progress records.
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ from segment1b.keys import iso_strings
 from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
+from segment1b.lease import Lease
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
+from .place_progress import (adopt_finished_parts, drop_progress, expected_files, finished_parts, part_records,
+                             progress_folder, recorded_parts)
 from .refcache import country_geometry
 from .runtime import (StateReport, country_timings, gather, has_receipt, task_key, timed,
                       token_of, write_run_report)
@@ -167,9 +173,10 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
                 ident: RunIdentity, units: list[dict[str, Any]]) -> dict[str, Any]:
     """Sort one part's unit results merchant-major and write the dataset part (+ RNG events part).
 
-    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts, the size of each
-    file written and the timing of every unit, so that the client never fetches the units' arrays.  A
-    ``None`` staging folder means that dataset (or log) is already published: its part is not written.
+    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts, each file written
+    (name, size, and SHA-256 for datasets) and the timing of every unit, so that the client never fetches the
+    units' arrays.  A ``None`` staging folder means that dataset (or log) is already published: its part is
+    not written.
     """
     units = [r for u in units for r in u[kind]]  # a fused unit result holds every state's output per country
     timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
@@ -179,16 +186,18 @@ def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], pro
     for u in units:
         per_country[u["country_iso"]] += u["rows"]
     record: dict[str, Any] = {"part": part, "rows": 0, "events": 0, "countries": dict(per_country),
-                              "units": timings, "bytes": {}}
+                              "units": timings, "files": {}}
 
     def put(role: str, name: str, data: bytes | Iterator[bytes]) -> None:
-        # bytes, or chunks streamed into the file (event logs: never all of a part's lines in memory)
+        # bytes, or chunks streamed into the file (event logs: never all of a part's lines in memory; they are
+        # checked by size only, as their publication is, jobs.place_progress)
         if staging.get(role) is not None:
             if isinstance(data, bytes):
-                storage.write_part(staging[role], name, data)
-                record["bytes"][role] = len(data)
+                f = storage.write_part(staging[role], name, data)
+                record["files"][role] = {"name": f.name, "size": f.size, "sha256_hex": f.sha256_hex}
             else:
-                record["bytes"][role] = storage.write_stream(posixpath.join(staging[role], name), data)
+                size = storage.write_stream(posixpath.join(staging[role], name), data)
+                record["files"][role] = {"name": name, "size": size}
     if kind == "s4":
         cols, iso = _stack(units, ["merchant_id", "tile_id", "n_sites_tile"]) if units else ({}, None)
         if units:
@@ -305,8 +314,17 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
               through: str = "s6", config: PlaceConfig = PlaceConfig(), out=None) -> dict[str, Any]:
     """Run S4 (and S5, S6 when ``through`` says so) and publish their datasets, logs and run reports.
 
-    Returns a summary per state (rows, seconds, report path).  Computes eagerly on the cluster.
+    Returns a summary per state (rows, seconds, report path).  Computes eagerly on the cluster, under the
+    fingerprint's lease (``segment1b run`` holds it already; re-entrant).
     """
+    scope = path_for("lease_segment", manifest_fingerprint=ident.manifest_fingerprint)
+    with storage.lease(scope, out=out) as lease:
+        return _run_place(storage, client, ident, grid, countries_sha256, lease, through=through, config=config,
+                          out=out)
+
+
+def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countries_sha256: str, lease: Lease, *,
+               through: str, config: PlaceConfig, out) -> dict[str, Any]:
     out = out if out is not None else sys.stdout
     if through not in STATES:
         raise ValueError(f"through must be one of {STATES}, got {through!r}")
@@ -323,13 +341,19 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
                 "events": s in ev_targets and not storage.is_published(ev_targets[s])} for s in states}
     to_write = [s for s in states if need[s]["data"] or need[s]["events"]
                 or not has_receipt(storage, s, tokens, targets[s])]
-    progress = posixpath.join(path_for("run_receipt", **tokens).rsplit("/", 1)[0], f"place-progress-{ident.run_id}")
+    # This attempt's staging folders (a dataset or log that is already published gets none: its parts are
+    # not written) and progress records; the finished parts of this run's dead attempts are adopted first.
+    progress = progress_folder(ident, lease.attempt)
+    staging = {s: {"data": lease.staging_path(targets[s]) if need[s]["data"] else None,
+                   "events": lease.staging_path(ev_targets[s]) if need[s]["events"] else None} for s in states}
+    adopted = adopt_finished_parts(storage, lease, ident, progress, staging,
+                                   {s: {"data": targets[s], "events": ev_targets.get(s)} for s in states})
+    lease.sweep(*targets.values(), *ev_targets.values())  # what was not adopted: under the lease nobody is alive
     if not to_write:
         labels = {LABEL_OF[s] for s in states if s in LABEL_OF}
         if not labels <= _trace_labels(storage, ident):  # killed after the run reports, before the trace
-            _write_trace(storage, ident, progress, _recorded_parts(storage, progress))
-        storage.remove(progress)  # the last step of a finished run
-        _drop_staging(storage, [*targets.values(), *ev_targets.values()], ident.run_id)
+            _write_trace(storage, ident, progress, recorded_parts(storage, progress, STATES))
+        drop_progress(storage, lease, ident, progress)  # the last step of a finished run
         print(f"  s4-s6: {', '.join(DATASET_OF[s] for s in states)} already published; nothing to do", file=out)
         return {s: {"skipped": True} for s in states}
 
@@ -340,14 +364,9 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
                        max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
                        skew=config.skew, workers=len(client.scheduler_info()["workers"]))
-    # Staging folders are named by run_id, so a resumed run (same run_id) finds the parts it wrote before;
-    # a dataset or log that is already published gets no staging folder (None: its parts are not written).
-    staging = {s: {"data": storage.staging_path(targets[s], ident.run_id) if need[s]["data"] else None}
-               for s in to_write}
-    for s in to_write:
-        if s in LABEL_OF:
-            staging[s]["events"] = storage.staging_path(ev_targets[s], ident.run_id) if need[s]["events"] else None
-    done_parts = _finished_parts(storage, progress, to_write, staging, len(parts))
+    done_parts = finished_parts(storage, progress, to_write, staging, len(parts))
+    if adopted:
+        print(f"  s4-s6: resuming {len(done_parts)} of {len(parts)} parts finished by an earlier attempt", file=out)
     todo_parts = [p for p in parts if p.index not in done_parts]
     if "s5" in to_write or "s6" in to_write:
         _write_audit_once(storage, ident)
@@ -356,7 +375,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     stage_of: dict[str, str] = {}
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     # the data root is in the token: a quick rerun elsewhere must never get this run's results back
-    tok = token_of(storage.root_url, ident.run_id, ident.parameter_hash, through)
+    tok = token_of(storage.root_url, ident.run_id, ident.parameter_hash, through, lease.attempt)
     todo_idx = {p.index for p in todo_parts}
     live_units = [u for u in units if u.part in todo_idx]
     n_parts = max(len(parts), 1)
@@ -419,20 +438,21 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
     wall = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {}
-    records = {s: _part_records(storage, progress, s, len(parts)) for s in to_write}
+    records = {s: part_records(storage, progress, s, len(parts)) for s in to_write}
     peaks = worker_memory_peaks(client)
     for s in states:
         if s not in to_write:
             summary[s] = {"skipped": True}
             continue
         if staging[s]["data"] is not None:
-            receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens)
+            receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens, expected_files(records[s], "data"))
         else:  # published by the interrupted run; its report was not written yet
             receipt = {"partition_path": targets[s], "sha256_hex": storage.partition_digest(targets[s])}
         extra: dict[str, Any] = {}
         if s in LABEL_OF:
             if staging[s]["events"] is not None:
-                storage.publish(staging[s]["events"], ev_targets[s], "rng_events", digest=False)
+                storage.publish(staging[s]["events"], ev_targets[s], "rng_events", digest=False,
+                                expected=expected_files(records[s], "events"))
             extra["rng_events_path"] = ev_targets[s]
         report = _state_report(s, ident, records[s], receipt, wall, peaks, client, started, len(parts),
                                len(done_parts), extra)
@@ -440,8 +460,7 @@ def run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countrie
         summary[s] = {"rows": report.rows, "seconds": wall, "report": path, "countries": report.countries}
     if any(s in LABEL_OF for s in to_write):
         _write_trace(storage, ident, progress, len(parts))
-    storage.remove(progress)
-    _drop_staging(storage, [*targets.values(), *ev_targets.values()], ident.run_id)
+    drop_progress(storage, lease, ident, progress)
     return summary
 
 
@@ -498,71 +517,9 @@ def _memory_bound_sites(client) -> int:
     return max(1_000, int(min(shares) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE))
 
 
-def _file_sizes(storage: Storage, folder: str | None) -> dict[str, int]:
-    """Name -> size of the files directly in a staging folder (one listing, also on object stores)."""
-    if folder is None:
-        return {}
-    try:
-        entries = storage.fs.ls(storage.abspath(folder).rstrip("/"), detail=True)
-    except FileNotFoundError:
-        return {}
-    return {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0) for e in entries
-            if e.get("type") == "file"}
-
-
-def _finished_parts(storage: Storage, progress: str, kinds: list[str], staging: dict[str, dict[str, str | None]],
-                    n_parts: int) -> set[int]:
-    """Parts that a resumed run need not compute again: a progress record of every kind, and every file
-    the record lists still in its staging folder with the recorded size (files of a published dataset or
-    log are not needed).  Part files are written whole (temporary file + rename, or one PUT), so a part
-    killed while it was written has no record and is computed again."""
-    records = dict(zip(*_progress_records(storage, progress)))
-    sizes = {(k, role): _file_sizes(storage, staging[k].get(role)) for k in kinds for role in ("data", "events")}
-    done = set()
-    for p in range(n_parts):
-        ok = True
-        for k in kinds:
-            rec = records.get(f"{k}-{part_name(p, '.json')}")
-            if rec is None:
-                ok = False
-                break
-            for role, name in (("data", part_name(p)), ("events", part_name(p, ".jsonl"))):
-                if staging[k].get(role) is None or not rec["rows"]:
-                    continue
-                expected = rec.get("bytes", {}).get(role)
-                got = sizes[(k, role)].get(name)
-                if got is None or (expected is not None and got != expected):
-                    ok = False
-            if not ok:
-                break
-        if ok:
-            done.add(p)
-    return done
-
-
-def _progress_records(storage: Storage, progress: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Names and contents of the progress records in ``progress`` (unreadable ones are left out)."""
-    names, records = [], []
-    for name in storage.list_files(progress):
-        try:
-            records.append(json.loads(storage.read_bytes(posixpath.join(progress, name))))
-            names.append(name)
-        except (ValueError, FileNotFoundError):
-            continue
-    return names, records
-
-
-def _part_records(storage: Storage, progress: str, kind: str, n_parts: int) -> list[dict[str, Any]]:
-    out = []
-    for p in range(n_parts):
-        rec = posixpath.join(progress, f"{kind}-{part_name(p, '.json')}")
-        out.append(json.loads(storage.read_bytes(rec)))
-    return out
-
-
-def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any]) -> dict[str, str]:
+def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any], expected) -> dict[str, str]:
     target = path_for(dataset_id, **tokens)
-    return {"partition_path": target, "sha256_hex": storage.publish(staging, target, dataset_id)}
+    return {"partition_path": target, "sha256_hex": storage.publish(staging, target, dataset_id, expected=expected)}
 
 
 def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
@@ -575,26 +532,12 @@ def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
     storage.write_bytes(rel, rng.jsonl_lines([record]))
 
 
-def _drop_staging(storage: Storage, targets: list[str], run_id: str) -> None:
-    """Remove this run's staging folders of published partitions: on an object store, a run killed after a
-    publish's marker and before the staging folder was deleted leaves one behind (hidden, but not needed)."""
-    for target in targets:
-        if storage.is_published(target):
-            storage.remove(storage.staging_path(target, run_id))
-
-
 def _trace_labels(storage: Storage, ident: RunIdentity) -> set[str]:
     """Substream labels that the run's RNG trace log already accounts for."""
     rel = path_for("rng_trace_log", **ident.log_tokens)
     if not storage.exists(rel):
         return set()
     return {json.loads(line)["substream_label"] for line in storage.read_bytes(rel).decode().splitlines() if line}
-
-
-def _recorded_parts(storage: Storage, progress: str) -> int:
-    """Number of parts with progress records (the records of a kind are numbered 0..n-1)."""
-    names = storage.list_files(progress)
-    return max((sum(n.startswith(f"{k}-part-") for n in names) for k in STATES), default=0)
 
 
 def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: int) -> None:
@@ -608,7 +551,7 @@ def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: i
         if LABEL_OF[s] in have or not storage.exists(posixpath.join(progress, f"{s}-{part_name(0, '.json')}")):
             continue
         events = 0
-        for rec in _part_records(storage, progress, s, n_parts):
+        for rec in part_records(storage, progress, s, n_parts):
             if not rec["events"]:
                 continue
             events += rec["events"]

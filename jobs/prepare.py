@@ -58,7 +58,8 @@ from segment1b.s2_tile_weights import (
     raster_masses,
     weights_table,
 )
-from segment1b.storage import Storage, canonical_json, part_name, write_parquet_bytes
+from segment1b.lease import Lease, sweep_when_idle
+from segment1b.storage import StagedFile, Storage, canonical_json, part_name, write_parquet_bytes
 from segment1b.contracts import dataset as dataset_spec
 
 from .runtime import StateReport, gather, publish, task_key, timed, token_of, write_run_report
@@ -125,15 +126,14 @@ class CountryInput:
         return math.fsum(self.pop.tolist())
 
 
-def _write(job: Job, dataset_id: str, part: int, table) -> int:
+def _write(job: Job, dataset_id: str, part: int, table) -> StagedFile:
     data = write_parquet_bytes(
         table,
         dataset_spec(dataset_id),
         row_group_rows=ROW_GROUP_ROWS,
         encodings=PARQUET_ENCODINGS[dataset_id],
     )
-    job.storage.write_part(job.staging[dataset_id], part_name(part), data)
-    return len(data)
+    return job.storage.write_part(job.staging[dataset_id], part_name(part), data)
 
 
 def _read_raster_windows(path: str, unit: Unit) -> tuple[list[tuple[int, np.ndarray]], float | None]:
@@ -156,15 +156,15 @@ def s1_unit_task(job: Job, unit: Unit, country: CountryInput) -> dict[str, Any]:
     land_samples = job.proxy.land_samples if job.basis == "population_proxy" else 0
     runs = tile_unit(geom, job.grid, unit, rule=job.rule, land_samples=land_samples)
     n = runs.n_tiles
-    nbytes = 0
+    files: dict[str, StagedFile] = {}  # what this unit wrote, for the publish check
     mass: Any = None
     if n:
         cells = runs_to_cells(runs)
         table = tile_index_table(unit.country_iso, runs, job.grid, job.rule, cells=cells)
         ids = table.column("tile_id").to_numpy()
-        nbytes += _write(job, "tile_index", unit.part, table)
+        files["tile_index"] = _write(job, "tile_index", unit.part, table)
         del table
-        nbytes += _write(
+        files["tile_bounds"] = _write(
             job, "tile_bounds", unit.part, tile_bounds_table(unit.country_iso, runs, job.grid, cells=cells)
         )
         if job.basis == "population":
@@ -181,7 +181,8 @@ def s1_unit_task(job: Job, unit: Unit, country: CountryInput) -> dict[str, Any]:
         "rows": n,
         "runs": runs,
         "mass": mass,
-        "bytes": nbytes,
+        "bytes": sum(f.size for f in files.values()),
+        "files": files,
         **runs.stats,
     }
 
@@ -203,7 +204,7 @@ def s2_country_task(
     counts = [r["rows"] for r in results]
     n = int(sum(counts))
     if n == 0:
-        return {"country_iso": iso, "rows": 0, "mass": 0.0, "zero_mass_fallback": False, "bytes": 0}
+        return {"country_iso": iso, "rows": 0, "mass": 0.0, "zero_mass_fallback": False, "bytes": 0, "files": []}
     row = np.concatenate([r.row for r in runs]).astype(np.int64)
     run_len = np.concatenate([r.col1.astype(np.int64) - r.col0 for r in runs])
     land_stats: dict[str, Any] = {}
@@ -232,21 +233,22 @@ def s2_country_task(
     weights, fallback, (num, e) = country_weights(masses, all_ids, job.dp, iso)
     mass_total = 0.0 if fallback else math.ldexp(num, e) if num.bit_length() + e < 1024 else math.inf
     del masses
-    nbytes = 0
+    files = []
     start = 0
     for result, r in zip(results, runs):
         if not result["rows"]:
             continue
         stop = start + result["rows"]
         table = weights_table(iso, r.tile_ids(grid.ncols), weights[start:stop], job.dp, fallback)
-        nbytes += _write(job, "tile_weights", result["part"], table)
+        files.append(_write(job, "tile_weights", result["part"], table))
         start = stop
     return {
         "country_iso": iso,
         "rows": n,
         "mass": mass_total,
         "zero_mass_fallback": fallback,
-        "bytes": nbytes,
+        "bytes": sum(f.size for f in files),
+        "files": files,
         "weight_sum": int(weights.sum(dtype=np.uint64)),
         **land_stats,
     }
@@ -334,10 +336,7 @@ def _country_inputs(countries: refdata.Countries, places: refdata.Places | None)
 
 def _cleanup(storage: Storage, staging: dict[str, str]) -> None:
     for rel in staging.values():
-        try:
-            storage.remove(rel)
-        except OSError:
-            pass
+        storage.discard(rel)  # best effort: never hides the failure being cleaned up after
 
 
 # -- the job -------------------------------------------------------------------------------------------
@@ -436,23 +435,41 @@ def prepare(
     summary["grid_params"] = the_grid.to_params()
     summary["countries_sha256"] = polys.sha256
     publish_reference(storage, polys, params)
+    scope = path_for("lease_tiles", parameter_hash=ph)
     if all(storage.is_published(t) for t in targets.values()):
-        print(
-            f"prepare: tile_index, tile_bounds and tile_weights are already published for {ph}; "
-            "nothing to do",
-            file=out,
-        )
-        summary.update({"skipped": True, "seconds": time.perf_counter() - t_start})
-        return summary
+        sweep_when_idle(storage, scope, *targets.values())  # staging left by a killed run, if any
+        return _already_published(summary, t_start, out)
+    # one run publishes a parameter_hash at a time: the others wait here, then find it published (issue 14)
+    with storage.lease(scope, out=out) as lease:
+        if all(storage.is_published(t) for t in targets.values()):
+            return _already_published(summary, t_start, out)
+        lease.sweep(*targets.values())  # staging of dead attempts: under the lease nobody else is alive
+        return _prepare_leased(storage, client, lease, the_grid=the_grid, polys=polys, places=places, proxy=proxy,
+                               params=params, basis=basis, dp=dp, raster=raster, require=require,
+                               unit_cells=unit_cells, targets=targets, summary=summary,
+                               population_sha=population_sha, t_start=t_start, out=out, show_progress=show_progress)
 
-    # identity of this attempt's staging folders: deterministic, so a rerun reuses and overwrites them
-    staging = {ds: Storage.staging_path(targets[ds], ph[:16]) for ds in DATASETS}
-    _cleanup(storage, staging)
+
+def _already_published(summary: dict[str, Any], t_start: float, out) -> dict[str, Any]:
+    print(f"prepare: tile_index, tile_bounds and tile_weights are already published for {summary['parameter_hash']}; "
+          "nothing to do", file=out)
+    summary.update({"skipped": True, "seconds": time.perf_counter() - t_start})
+    return summary
+
+
+def _prepare_leased(storage: Storage, client, lease: Lease, *, the_grid: Grid, polys: refdata.Countries, places,
+                    proxy: ProxyParams | None, params: SegmentParameters, basis: str, dp: int, raster: str | None,
+                    require: Sequence[str] | None, unit_cells: int, targets: dict[str, str], summary: dict[str, Any],
+                    population_sha: str, t_start: float, out, show_progress: bool) -> dict[str, Any]:
+    """S1 and S2 on the cluster, then the checks and the publication, under the lease of the parameter_hash."""
+    ph = params.parameter_hash
+    # this attempt's staging folders: no other run writes into them or removes them
+    staging = {ds: lease.staging_path(targets[ds]) for ds in DATASETS}
     inputs = _country_inputs(polys, places)
     units = plan_units(list(zip(polys.iso, polys.geometry)), the_grid, unit_cells)
     _ = the_grid.row_area_m2  # computed once here; shipped with the grid to every task
     job = Job(storage, the_grid, staging, basis, dp, raster, proxy)
-    tok = token_of(ph, storage.root_url, unit_cells)  # same inputs and root -> same keys; else never shared
+    tok = token_of(ph, storage.root_url, unit_cells, lease.attempt)  # keys of this attempt only
     print(
         f"prepare: grid {the_grid.name} {the_grid.nrows}x{the_grid.ncols}, {len(polys)} countries, "
         f"{len(units)} units, basis {basis}, dp {dp}, parameter_hash {ph[:16]}...",
@@ -538,7 +555,10 @@ def prepare(
                 rows=[{"country_iso": c, "in_polygons": c in polys.iso} for c in missing],
                 hint="use a finer grid, or add the countries' polygons",
             )
-        receipts = {ds: publish(storage, ds, staging[ds], parameter_hash=ph) for ds in DATASETS}
+        written = {"tile_index": [r["files"]["tile_index"] for r in s1_results if r["files"]],
+                   "tile_bounds": [r["files"]["tile_bounds"] for r in s1_results if r["files"]],
+                   "tile_weights": [f for r in s2.values() for f in r["files"]]}
+        receipts = {ds: publish(storage, ds, staging[ds], expected=written[ds], parameter_hash=ph) for ds in DATASETS}
     except BaseException:
         _cleanup(storage, staging)
         raise
@@ -763,7 +783,7 @@ def _ids(table, iso: str) -> np.ndarray:
 
 def register(subparsers) -> None:
     """Add ``segment1b prepare``."""
-    from .session import add_cluster_options, add_root_options
+    from .session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser(
         "prepare", help="build the tile index and tile weights (S1, S2)", description=__doc__.split("\n\n")[0]
@@ -797,6 +817,7 @@ def register(subparsers) -> None:
         help="countries that must get tiles (E103_ZERO_COUNTRY otherwise)",
     )
     p.add_argument("--unit-cells", type=int, default=DEFAULT_UNIT_CELLS, help=argparse.SUPPRESS)
+    add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)
 

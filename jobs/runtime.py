@@ -5,18 +5,22 @@ Every state job follows the same recipe:
 1. plan work units on the client (pure functions in ``jobs.units`` / the state module);
 2. submit one task per unit with :func:`task_key` names (``s6-jitter-US-003-1a2b3c4d``) so the
    dashboard groups them per state and country, and ``priority`` = cost so the long tail starts first;
-3. tasks write their part files into the dataset's staging folder and return small metric dicts;
+   the token is unique per attempt (:func:`token_of`), so two clients on one cluster never share a key;
+3. tasks write their part files into the dataset's staging folder (this attempt's, under the lease of
+   the work: :mod:`segment1b.lease`) and return small metric dicts with what they wrote;
 4. :func:`gather` shows progress, stops at the first contract failure (cancelling the rest) and
    re-raises it with its code;
-5. :func:`publish` renames the staging folder into place (write-once) and the job writes its run report
-   with :func:`write_run_report`.
+5. :func:`publish` checks the staging folder holds exactly what the tasks wrote, renames it into place
+   (write-once) and the job writes its run report with :func:`write_run_report`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -24,15 +28,23 @@ from typing import Any, Callable, Iterable, Mapping
 from segment1b.contracts import path_for, report_path
 from segment1b.errors import Segment1BError
 from segment1b.identity import build_commit, utc_now
-from segment1b.storage import Storage, canonical_json
+from segment1b.storage import StagedFile, Storage, canonical_json
 
 __all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "has_receipt",
-           "published_receipt", "timed", "country_timings"]
+           "published_receipt", "timed", "country_timings", "quiet_contract_failures"]
+
+# Task keys of two processes never meet on one cluster: the scheduler would hand one client the other's
+# futures, and one client's cancel or release would break the other's (issue 14).
+_PROCESS_TOKEN = uuid.uuid4().hex
 
 
 def token_of(*parts: Any) -> str:
-    """Short deterministic token for task keys (8 hex chars; ignored by the dashboard's key grouping)."""
-    return hashlib.sha256(canonical_json([str(p) for p in parts])).hexdigest()[:8]
+    """Short token for task keys (8 hex chars; ignored by the dashboard's key grouping).
+
+    Unique to this process and ``parts`` (jobs pass their lease's attempt id among them), so a key is never
+    shared by two attempts, on one cluster or in one process.
+    """
+    return hashlib.sha256(canonical_json([_PROCESS_TOKEN, *(str(p) for p in parts)])).hexdigest()[:8]
 
 
 def task_key(state: str, action: str, country: str | None = None, index: int | None = None,
@@ -125,11 +137,53 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
     return results
 
 
-def publish(storage: Storage, dataset_id: str, staging_rel: str, **tokens: Any) -> dict[str, str]:
-    """Publish a staged partition; return its determinism receipt ``{partition_path, sha256_hex}``."""
+def publish(storage: Storage, dataset_id: str, staging_rel: str, *, expected: Iterable[StagedFile],
+            **tokens: Any) -> dict[str, str]:
+    """Publish a staged partition holding exactly ``expected``; return its determinism receipt
+    ``{partition_path, sha256_hex}``."""
     target = path_for(dataset_id, **tokens)
-    digest = storage.publish(staging_rel, target, dataset_id)
+    digest = storage.publish(staging_rel, target, dataset_id, expected=expected)
     return {"partition_path": target, "sha256_hex": digest}
+
+
+class _ContractFailureFilter(logging.Filter):
+    """Drops distributed's "Compute Failed" log of a task that raised a contract failure.
+
+    The failure reaches the client, which prints its code, dataset and rows once (jobs.cli); the worker's
+    log of it (Python reprs and ``Traceback:`` lines) would only repeat it, on the same terminal when the
+    workers belong to a LocalCluster (issue 14).  Other task errors are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed") or not isinstance(record.args, tuple):
+            return True
+        return not any(_is_contract_failure(a) for a in record.args)
+
+
+def _is_contract_failure(text: Any) -> bool:
+    from segment1b.errors import FAILURE_CODES
+
+    if not isinstance(text, str):
+        return False
+    names = {c.__name__ for c in _subclasses(Segment1BError)}
+    head, _, rest = text.partition("(")
+    return head in names and rest[1:].split(":", 1)[0] in FAILURE_CODES
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls] + [s for c in cls.__subclasses__() for s in _subclasses(c)]
+
+
+def _install_filter(dask_worker=None) -> None:
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _ContractFailureFilter) for f in logger.filters):
+        logger.addFilter(_ContractFailureFilter())
+
+
+def quiet_contract_failures(client) -> None:
+    """Keep the workers of ``client`` from logging contract failures their tasks raise (the client reports
+    them); for LocalClusters, whose workers print on this terminal."""
+    client.register_worker_callbacks(setup=_install_filter)  # now, and on workers that join (or restart) later
 
 
 def country_timings(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

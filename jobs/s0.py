@@ -153,7 +153,7 @@ def _without_time(receipt: dict) -> bytes:
 
 def register(subparsers) -> None:
     """``segment1b gate``: check an upstream bundle's PASS flag and write the S0 receipt."""
-    from jobs.session import add_root_options
+    from jobs.session import add_lease_options, add_root_options
 
     p = subparsers.add_parser("gate", help="S0: verify the upstream PASS flag of an outlet catalogue",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,12 +161,15 @@ def register(subparsers) -> None:
     p.add_argument("--fingerprint", required=True, metavar="HEX64", help="manifest_fingerprint of the catalogue")
     p.add_argument("--seed", type=int, default=None,
                    help="also check this seed's outlet_catalogue partition against the digest the bundle records")
+    add_lease_options(p)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace, out=None) -> int:
     from jobs.session import storage_from_args
 
-    result = run_s0(storage_from_args(args), manifest_fingerprint=args.fingerprint, seed=args.seed, out=out)
+    storage = storage_from_args(args)
+    with storage.lease(path_for("lease_segment", manifest_fingerprint=args.fingerprint), out=out):
+        result = run_s0(storage, manifest_fingerprint=args.fingerprint, seed=args.seed, out=out)
     print(f"  receipt: {result['receipt_path']}", file=out if out is not None else sys.stdout)
     return 0

@@ -37,7 +37,8 @@ from segment1b.identity import RunIdentity
 from segment1b.s3_requirements import (READ_COLUMNS, STRING_COLUMNS, UnitRuns, UnitSummary, check_footer_schema,
                                        first_failure, owned_runs, plan_output, reduce_unit, requirements_table,
                                        stitch, stitchable)
-from segment1b.storage import Storage, part_name, write_parquet_bytes
+from segment1b.lease import Lease
+from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
 from .runtime import (StateReport, gather, publish, published_receipt, task_key, timed, token_of,
                       write_run_report)
@@ -174,7 +175,17 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     InputError
         ``E301`` (from S0), ``E302``, ``E303``, ``E304``, ``E305``, ``E306``, ``E308``, ``E314``: see
         :mod:`segment1b.s3_requirements`.  Nothing is published.
+    BusyError
+        ``E_LEASE_BUSY`` when another run holds the fingerprint's lease for longer than ``storage.lease_wait``.
     """
+    scope = path_for("lease_segment", manifest_fingerprint=identity.manifest_fingerprint)
+    with storage.lease(scope, out=out) as lease:  # `segment1b run` holds it already (re-entrant)
+        return _run_s3(storage, client, identity, lease, countries_with_weights=countries_with_weights, out=out,
+                       unit_rows=unit_rows, pairs_per_part=pairs_per_part, show=show)
+
+
+def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, countries_with_weights: Collection[str],
+            out, unit_rows: int, pairs_per_part: int, show: bool) -> dict[str, Any]:
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
 
     out = out if out is not None else sys.stdout
@@ -190,6 +201,7 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     gate = run_s0(storage, manifest_fingerprint=identity.manifest_fingerprint, seed=identity.seed, out=out)
     t = lap("s0_gate", t0)
     target = path_for("s3_requirements", **identity.tokens)
+    lease.sweep(target)  # staging of dead attempts: under the lease nobody else is alive
     done = _published_and_intact(storage, identity, target)
     if done is not None:  # resume: published by an earlier run of this identity, its report written last
         print(f"  S3 requirements: {done.get('rows', 0):,} pairs already published and intact; nothing to do",
@@ -210,9 +222,9 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     units = plan_read_units([(rel, sizes) for rel, sizes, _ in footers], unit_rows)
     t = lap("footers", t)
 
-    # keys are deterministic; the token covers everything a task's result depends on
+    # the token covers everything a task's result depends on, and this attempt (keys are never shared)
     token = token_of("s3", storage.root_url, identity.seed, identity.manifest_fingerprint, identity.parameter_hash,
-                     unit_rows, pairs_per_part)
+                     unit_rows, pairs_per_part, lease.attempt)
     reduced: dict[int, Any] = {}
     summaries_f: dict[str, Any] = {}
     writes: dict[str, Any] = {}
@@ -234,8 +246,7 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
         plan = plan_output(stitched.owned, pairs_per_part)
         t = lap("stitch", t)
 
-        staging = storage.staging_path(target, token)
-        storage.remove(staging)
+        staging = lease.staging_path(target)  # this attempt's: no other run writes into it or removes it
         for j, pieces in enumerate(plan):
             key = task_key("s3", "write", index=j, token=token)
             args = [(reduced[u], lo, hi, stitched.continues[u], stitched.last_n.get(u)) for u, lo, hi in pieces]
@@ -246,7 +257,8 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
         # finding these results (the unit runs also free worker memory here)
         client.cancel(list(reduced.values()) + list(summaries_f.values()) + list(writes.values()))
     t = lap("write", t)
-    receipt = publish(storage, "s3_requirements", staging, **identity.tokens)
+    receipt = publish(storage, "s3_requirements", staging, **identity.tokens,
+                      expected=[StagedFile(w["part"], w["bytes"], w["sha256_hex"]) for w in written.values()])
     lap("publish", t)
 
     report.rows = stitched.pairs
@@ -292,7 +304,7 @@ def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) 
 
 def register(subparsers) -> None:
     """``segment1b requirements``: S0 + S3 for one catalogue against prepared tile weights."""
-    from jobs.session import add_cluster_options, add_root_options
+    from jobs.session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser("requirements", help="S0 gate + S3 requirements for an outlet catalogue",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,6 +313,7 @@ def register(subparsers) -> None:
     p.add_argument("--fingerprint", required=True, metavar="HEX64", help="manifest_fingerprint of the catalogue")
     p.add_argument("--parameter-hash", required=True, metavar="HEX64",
                    help="the prepared tile weights (countries with weights) and the output partition")
+    add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=_main)
 

@@ -10,7 +10,7 @@ from typing import Iterator
 
 from segment1b.storage import Storage
 
-__all__ = ["add_root_options", "add_cluster_options", "storage_from_args", "open_session"]
+__all__ = ["add_root_options", "add_lease_options", "add_cluster_options", "storage_from_args", "open_session"]
 
 
 def add_root_options(p: argparse.ArgumentParser) -> None:
@@ -18,6 +18,29 @@ def add_root_options(p: argparse.ArgumentParser) -> None:
                    help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
     p.add_argument("--storage-options", default=None, metavar="JSON",
                    help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
+
+
+def add_lease_options(p: argparse.ArgumentParser) -> None:
+    """``--lease-wait`` / ``--no-wait`` for commands that publish (README, "Shared data roots")."""
+    from segment1b.lease import DEFAULT_WAIT_SECONDS
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lease-wait", type=_seconds, default=None, metavar="SECONDS",
+                   help="when another run is publishing the same work on this data root, wait this long for it "
+                        "(then this run finds its work published); default: Dask config segment1b.lease.wait, else "
+                        f"{DEFAULT_WAIT_SECONDS:g}; exit 75 (E_LEASE_BUSY) if it is still busy")
+    g.add_argument("--no-wait", dest="lease_wait", action="store_const", const=0.0,
+                   help="refuse at once (exit 75, E_LEASE_BUSY) when another run is publishing the same work")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -32,7 +55,31 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
     opts = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
-    return Storage(args.data_root, opts)
+    wait, ttl = lease_settings(getattr(args, "lease_wait", None))
+    return Storage(args.data_root, opts, lease_wait=wait, lease_ttl=ttl)
+
+
+def lease_settings(wait: float | None = None) -> tuple[float, float]:
+    """(wait, ttl) of leases: ``wait`` if given, else Dask config ``segment1b.lease.wait``; the time-to-live
+    of object-store leases from ``segment1b.lease.ttl``; else the defaults of :mod:`segment1b.lease`."""
+    import dask
+
+    from segment1b.errors import InputError
+    from segment1b.lease import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS
+
+    out = []
+    for key, given, default, least in (("wait", wait, DEFAULT_WAIT_SECONDS, 0.0),
+                                       ("ttl", None, DEFAULT_TTL_SECONDS, 1.0)):
+        value = given if given is not None else dask.config.get(f"segment1b.lease.{key}", default)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = -1.0
+        if not least <= value < float("inf"):
+            raise InputError("E309_VALUE_RANGE", f"Dask config segment1b.lease.{key} must be a number of seconds "
+                             f">= {least:g}, got {dask.config.get(f'segment1b.lease.{key}')!r}")
+        out.append(value)
+    return out[0], out[1]
 
 
 @contextmanager
@@ -45,4 +92,8 @@ def open_session(args: argparse.Namespace, out=None) -> Iterator[tuple[Storage, 
                              threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit)
     storage = storage_from_args(args)
     with open_client(options, out=out) as client:
+        if client.cluster is not None:  # a LocalCluster: its workers log on this terminal
+            from .runtime import quiet_contract_failures
+
+            quiet_contract_failures(client)
         yield storage, client

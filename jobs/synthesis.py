@@ -25,6 +25,7 @@ from segment1b.identity import RunIdentity, utc_now
 from segment1b.keys import iso_u16
 from segment1b.s7_synthesis import CATALOGUE_COLUMNS, S5_COLUMNS, S6_COLUMNS, synthesize_part
 from segment1b.s8_egress import ENCODINGS, site_locations_part
+from segment1b.lease import Lease
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .parameters import load_parameters
@@ -41,18 +42,18 @@ S7, S8 = "s7_site_synthesis", "site_locations"
 def _synth_part(storage: Storage, part: int, s5_rel: str | None, s6_rel: str | None,
                 cat_refs: list[RowGroupRef],
                 lo: int, hi: int, grid: Grid, staging7: str, staging8: str) -> dict[str, Any]:
-    """Task: S7 and S8 part ``part``; returns rows and rows per country."""
+    """Task: S7 and S8 part ``part``; returns rows, rows per country and the files written."""
     s5 = read_part(storage, s5_rel, dataset("s5_site_tile_assignment").schema, S5_COLUMNS,
                    "s5_site_tile_assignment")
     s6 = read_part(storage, s6_rel, dataset("s6_site_jitter").schema, S6_COLUMNS, "s6_site_jitter")
     catalogue = read_catalogue_keys(storage, cat_refs, lo, hi).select(list(CATALOGUE_COLUMNS))
     s7 = synthesize_part(s5, s6, catalogue, grid)
     s8 = site_locations_part(s7)
-    storage.write_part(staging7, part_name(part), write_parquet_bytes(s7, dataset(S7), encodings=ENCODINGS))
-    storage.write_part(staging8, part_name(part), write_parquet_bytes(s8, dataset(S8), encodings=ENCODINGS))
+    file7 = storage.write_part(staging7, part_name(part), write_parquet_bytes(s7, dataset(S7), encodings=ENCODINGS))
+    file8 = storage.write_part(staging8, part_name(part), write_parquet_bytes(s8, dataset(S8), encodings=ENCODINGS))
     codes, counts = np.unique(iso_u16(s7["legal_country_iso"]), return_counts=True)
     countries = {chr(int(c) >> 8) + chr(int(c) & 0xFF): int(n) for c, n in zip(codes, counts)}
-    return {"part": part, "rows": s7.num_rows, "countries": countries}
+    return {"part": part, "rows": s7.num_rows, "countries": countries, "files": {S7: file7, S8: file8}}
 
 
 def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict[str, Any]:
@@ -79,13 +80,22 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
     IntegrityError
         ``E701``/``E702``/``E703``/``E707``/``E708`` from the parts (the first failure, with its rows);
         ``E701``/``E702`` when S5 or S6 is not published, ``E708`` when the catalogue is not.
+    BusyError
+        ``E_LEASE_BUSY`` when another run holds the fingerprint's lease for longer than ``storage.lease_wait``.
     """
+    scope = path_for("lease_segment", manifest_fingerprint=ident.manifest_fingerprint)
+    with storage.lease(scope, out=out) as lease:  # `segment1b run` holds it already (re-entrant)
+        return _run_s7_s8(storage, client, ident, lease, out=out)
+
+
+def _run_s7_s8(storage: Storage, client, ident: RunIdentity, lease: Lease, *, out) -> dict[str, Any]:
     out = out if out is not None else sys.stdout
     t_start = time.perf_counter()
     started = utc_now()
     tokens = ident.tokens
     target7 = path_for(S7, **tokens)
     target8 = path_for(S8, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
+    lease.sweep(target7, target8)  # staging of dead attempts: under the lease nobody else is alive
     # done only when both are published and both run reports (written last) hold their receipts: a run
     # killed in between computes the parts again, publishing then settles (same bytes) and writes the reports
     if all(storage.is_published(t) and has_receipt(storage, st, tokens, t)
@@ -118,10 +128,9 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
     catalogue = CatalogueIndex(storage, cat_rel)
 
     inputs = sorted(parts5.values()) + sorted(parts6.values()) + storage.parquet_parts(cat_rel)
-    tok = token_of(S7, storage.root_url, *sorted(tokens.items()), *file_stamps(storage, inputs))
-    staging7, staging8 = storage.staging_path(target7, tok), storage.staging_path(target8, tok)
-    for s in (staging7, staging8):
-        storage.remove(s)  # leftovers of an interrupted run; parts are rewritten whole
+    tok = token_of(S7, storage.root_url, *sorted(tokens.items()), *file_stamps(storage, inputs), lease.attempt)
+    # this attempt's staging folders: no other run writes into them or removes them
+    staging7, staging8 = lease.staging_path(target7), lease.staging_path(target8)
     reset_worker_memory_peaks(client)
     futures: dict[str, Any] = {}
     for p, (lo, hi) in zip(indices, ranges):
@@ -132,8 +141,11 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
                                      priority=int(size))
     try:
         results = gather(client, futures, "s7-s8", out)
-        receipt7 = {"partition_path": target7, "sha256_hex": storage.publish(staging7, target7, S7)}
-        receipt8 = {"partition_path": target8, "sha256_hex": storage.publish(staging8, target8, S8)}
+        written = {ds: [r["files"][ds] for r in results.values()] for ds in (S7, S8)}
+        receipt7 = {"partition_path": target7, "sha256_hex": storage.publish(staging7, target7, S7,
+                                                                             expected=written[S7])}
+        receipt8 = {"partition_path": target8, "sha256_hex": storage.publish(staging8, target8, S8,
+                                                                             expected=written[S8])}
     except BaseException:
         for s in (staging7, staging8):
             storage.discard(s)  # best effort: a failing cleanup must not hide the failure itself

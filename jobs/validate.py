@@ -850,7 +850,7 @@ def _print_result(result: ValidationResult, storage: Storage, out) -> None:
 
 def register(sub) -> None:
     """``segment1b validate --data-root D --seed N --fingerprint F``."""
-    from .session import add_cluster_options, add_root_options
+    from .session import add_cluster_options, add_lease_options, add_root_options
 
     p = sub.add_parser("validate",
                        help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
@@ -865,6 +865,7 @@ def register(sub) -> None:
     p.add_argument("--plan-sample", type=_count, default=PLAN_SAMPLE, metavar="N",
                    help=f"pairs whose S4 allocation plan is recomputed over all of their country's tiles, "
                    f"plus the pair with the most sites (default {PLAN_SAMPLE}; 0: off)")
+    add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)
 
@@ -901,7 +902,8 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
     err = err if err is not None else sys.stderr
     if args.parameter_hash is not None:
         _hex64(args.parameter_hash)
-    with open_session(args, out=out) as (storage, client):
+    scope = path_for("lease_segment", manifest_fingerprint=args.fingerprint)  # one writer of the bundle at a time
+    with open_session(args, out=out) as (storage, client), storage.lease(scope, out=out):
         result = run_s9(storage, client, args.seed, args.fingerprint, parameter_hash=args.parameter_hash,
                         plan_sample=args.plan_sample, out=out)
     if result.passed:

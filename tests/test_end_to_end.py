@@ -446,13 +446,18 @@ def test_object_store_data_root_end_to_end_and_the_consumer_reader(tmp_path, sma
 
     root = "s3://segment1b-e2e/runs/small"
     argv = run_argv(root, small_world, "--storage-options", json.dumps(s3_server))
+    ttl = {"DASK_SEGMENT1B__LEASE__TTL": "5"}  # object-store leases: a killed holder's lapses after 5 s
     # killed while S4-S6 run, then resumed: object stores have no atomic rename (copy + marker)
     storage = Storage(root, s3_server)
-    killed = run_until_killed(argv, tmp_path, lambda lines: any(line.startswith("  s6 units") for line in lines))
+    killed = run_until_killed(argv, tmp_path, lambda lines: any(line.startswith("  s6 units") for line in lines),
+                              env=ttl)
     receipt = run_identity(storage)
     assert_no_partial_partitions(storage, receipt, reference)
-    out = assert_passed(segment1b(argv, tmp_path))
+    out = assert_passed(segment1b(argv, tmp_path, ttl))
     assert f"run_id {receipt['run_id']} (resumed)" in out, killed
+    # the killed run's lease object stayed: the rerun waited for its heartbeat to lapse, then took it over
+    assert re.search(r"lease control/lease/segment/fingerprint=\w+\.lock: waiting for pid \d+", out), out[-3000:]
+    assert not storage.exists(path_for("lease_segment", manifest_fingerprint=receipt["manifest_fingerprint"]))
     assert digests(storage, receipt) == reference["digests"]
     assert staging_leftovers(storage) == []
     run_folder = dataset_rel("run_folder", receipt)
@@ -486,7 +491,7 @@ def test_killed_runs_resume_under_the_same_run_id_and_end_byte_identical(tmp_pat
     # 2. during S4-S6, once part 0 is written by all three
     run_until_killed(argv, tmp_path, s6_part_recorded)
     receipt = run_identity(storage)
-    progress = next(root.glob(f"control/run/*/*/*/place-progress-{receipt['run_id']}"))
+    progress = next(root.glob(f"control/run/*/*/*/place-progress-{receipt['run_id']}-*"))  # the killed attempt's
     finished = [p for p in range(100)
                 if all((progress / f"{k}-part-{p:05d}.json").exists() for k in ("s4", "s5", "s6"))]
     assert 0 in finished

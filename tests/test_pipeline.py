@@ -68,9 +68,9 @@ class CrashingStorage(Storage):
         super().write_bytes(rel, data)
         self._after("write_bytes", rel)
 
-    def publish(self, staging_rel: str, target_rel: str, dataset_id: str, *, digest: bool = True) -> str:
+    def publish(self, staging_rel: str, target_rel: str, dataset_id: str, *, expected, digest: bool = True) -> str:
         self._refuse()
-        digest = super().publish(staging_rel, target_rel, dataset_id, digest=digest)
+        digest = super().publish(staging_rel, target_rel, dataset_id, expected=expected, digest=digest)
         self._after("publish", target_rel)
         return digest
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import resource
 import shutil
 import signal
@@ -239,6 +240,38 @@ def test_publish_onto_a_full_location_leaves_no_partial_file(tmp_path):
     assert Storage(root).list_files("data/x") == [] and not Storage(root).is_published("data/x/seed=1/")
 
 
+# -- a contract failure raised inside a task ---------------------------------------------------------------
+
+def test_a_contract_failure_raised_in_a_task_prints_its_code_dataset_and_rows_without_a_traceback(client, tmp_path):
+    """tile_index lost FR's part after publication: the S4 weight task of FR raises E505 on a worker.
+
+    The user sees the contract's code, dataset and offending rows once, on stderr, exit 3; not the worker's
+    "Compute Failed" log with Python reprs and ``Traceback:`` lines (issue 14).
+    """
+    import pyarrow.parquet as pq
+
+    prepared, prep = runs.prepared_root(client)
+    root = runs.fresh_root(prepared, str(tmp_path / "root"))
+    index = Storage(root).abspath(path_for("tile_index", parameter_hash=prep["parameter_hash"]))
+    fr = [f for f in sorted(os.listdir(index))
+          if "FR" in pq.read_table(os.path.join(index, f), columns=["country_iso"])["country_iso"].to_pylist()]
+    assert len(fr) == 1
+    os.unlink(os.path.join(index, fr[0]))  # a hard link of the prepared root: only this root loses it
+    argv = [sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED), "--grid",
+            runs.GRID, "--scale", runs.SCALE, "--through", "s4", "--workers", "2", "--threads-per-worker", "1",
+            "--memory-limit", "2GiB"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "FAILED E505_TILE_NOT_IN_INDEX: " in err and "[dataset=tile_weights]" in err, err[-3000:]
+    assert re.search(r"^    country_iso='FR' tile_id=\d+$", err, re.M), err[-3000:]
+    # the worker's log of the task failure: "Compute Failed", the exception's repr, "Traceback: '  File ..."
+    for noise in ("Compute Failed", "InputError(", "Traceback: "):
+        assert noise not in err + proc.stdout, err[-3000:]
+    assert err.count("E505_TILE_NOT_IN_INDEX") == 1, err[-3000:]
+
+
 # -- a small memory limit --------------------------------------------------------------------------------
 
 MEMORY_LIMIT = "1GiB"
@@ -274,8 +307,8 @@ def _publish_catalogue(storage: Storage, ident, pairs) -> None:
         "global_seed": pa.array(np.full(rows, ident.seed, np.uint64), pa.uint64())})
     target = path_for("outlet_catalogue", seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
     staging = storage.staging_path(target, "test")
-    storage.write_part(staging, part_name(0), write_parquet_bytes(table, dataset("outlet_catalogue")))
-    storage.publish(staging, target, "outlet_catalogue")
+    files = [storage.write_part(staging, part_name(0), write_parquet_bytes(table, dataset("outlet_catalogue")))]
+    storage.publish(staging, target, "outlet_catalogue", expected=files)
 
 
 def test_a_unit_too_big_for_the_memory_limit_is_split_and_no_worker_dies(tmp_path):
