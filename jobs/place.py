@@ -365,8 +365,8 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
                        max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
                        skew=config.skew, workers=len(client.scheduler_info()["workers"]))
     done_parts = finished_parts(storage, progress, to_write, staging, len(parts))
-    if adopted:
-        print(f"  s4-s6: resuming {len(done_parts)} of {len(parts)} parts finished by an earlier attempt", file=out)
+    if adopted and done_parts:
+        print(f"  s4-s6: {len(done_parts)} of {len(parts)} parts finished by an earlier attempt are reused", file=out)
     todo_parts = [p for p in parts if p.index not in done_parts]
     if "s5" in to_write or "s6" in to_write:
         _write_audit_once(storage, ident)
@@ -461,6 +461,8 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
     if any(s in LABEL_OF for s in to_write):
         _write_trace(storage, ident, progress, len(parts))
     drop_progress(storage, lease, ident, progress)
+    # again: a task of a killed client on a shared cluster may have finished into its dead attempt's folders
+    lease.sweep(*targets.values(), *ev_targets.values())
     return summary
 
 

@@ -259,6 +259,7 @@ def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, co
     t = lap("write", t)
     receipt = publish(storage, "s3_requirements", staging, **identity.tokens,
                       expected=[StagedFile(w["part"], w["bytes"], w["sha256_hex"]) for w in written.values()])
+    lease.sweep(target)  # a killed client's task on a shared cluster may have finished into its dead folder
     lap("publish", t)
 
     report.rows = stitched.pairs

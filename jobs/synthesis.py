@@ -150,6 +150,7 @@ def _run_s7_s8(storage: Storage, client, ident: RunIdentity, lease: Lease, *, ou
         for s in (staging7, staging8):
             storage.discard(s)  # best effort: a failing cleanup must not hide the failure itself
         raise
+    lease.sweep(target7, target8)  # a killed client's task on a shared cluster may have finished into its folder
     wall = time.perf_counter() - t_start
     records = sorted(results.values(), key=lambda r: r["part"])
     peaks = worker_memory_peaks(client)

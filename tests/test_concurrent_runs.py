@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import runs
-from cluster_fixtures import START_TIMEOUT, repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import DATASETS, path_for
 from segment1b.storage import Storage
 
@@ -225,6 +225,7 @@ def test_two_clients_on_one_shared_cluster_submit_the_same_run(undisturbed, subm
         procs.stop()
     final = submissions.start(run_argv(root, "--workers", "1"))
     assert submissions.wait(final) == 0, submissions.output(final)[-6000:]
+    print(_story(submissions))
     assert_root_intact(root, undisturbed)
 
 
@@ -237,12 +238,16 @@ def test_four_runs_on_one_new_root_one_interrupted_in_s1_one_killed_in_s4_s6(und
     interrupted = submissions.wait_until(lambda: _plus_one(submissions.first_printing(r"^prepare: grid ")),
                                          "a run starting S1") - 1
     os.kill(submissions.procs[interrupted].pid, signal.SIGINT)
-    # the run that is computing S4-S6, once one of its parts is recorded: SIGKILL, LocalCluster included
+    # the run that is computing S4-S6, once a part is recorded by S4, S5 and S6: SIGKILL, LocalCluster included
     progress = os.path.join(root, "control/run/*/*/*/place-progress-*/s6-part-*.json")
+
+    def part_recorded() -> bool:
+        return any(all(os.path.exists(p.replace("/s6-part-", f"/{k}-part-")) for k in ("s4", "s5"))
+                   for p in glob.glob(progress))
 
     def placing():
         i = submissions.first_printing(r"^\[s4-s6 placement\]")
-        return _plus_one(i) if i is not None and glob.glob(progress) else None
+        return _plus_one(i) if i is not None and part_recorded() else None
 
     killed = submissions.wait_until(placing, "a run in S4-S6 with a recorded part") - 1
     assert killed != interrupted
@@ -258,8 +263,20 @@ def test_four_runs_on_one_new_root_one_interrupted_in_s1_one_killed_in_s4_s6(und
     assert submissions.wait(final) == 0, submissions.output(final)[-6000:]
     assert any(passed) or "(resumed)" in submissions.output(final)
     if not s6_published:  # the next holder adopted the killed run's finished parts (checked file by file)
-        assert any("s4-s6: resuming" in submissions.output(i) for i in [*others, final]), submissions.report()
+        assert any(re.search(r"s4-s6: [1-9]\d* of \d+ parts finished by an earlier attempt are reused",
+                             submissions.output(i)) for i in [*others, final]), submissions.report()
+    print(_story(submissions, interrupted=interrupted, killed=killed, s6_published=s6_published))
     assert_root_intact(root, undisturbed)
+
+
+def _story(subs: Submissions, **facts) -> str:
+    """What each run did, for the test log (``pytest -s``): exit code, waits, resumes and the verdict."""
+    keys = ("waiting for", "acquired after", "are reused", "already published", "PASS", "FAILED", "interrupted")
+    lines = [f"{k}={v}" for k, v in facts.items()]
+    for i, proc in enumerate(subs.procs):
+        said = [line.strip()[:150] for line in subs.lines[i] + subs.errors[i] if any(k in line for k in keys)]
+        lines.append(f"run {i}: exit {proc.poll()}\n    " + "\n    ".join(said))
+    return "\n".join(lines)
 
 
 def _plus_one(i: int | None) -> int | None:

@@ -352,6 +352,8 @@ def test_multi_process_cluster_by_scheduler_file_and_by_dask_config(tmp_path, sm
     assert out.startswith(f"Dask cluster {plain_cluster['address']}:")
     assert f"run_id {receipt['run_id']} (resumed)" in out
     assert digests(Storage(str(by_config))) == reference["digests"]
+    # the killed client's tasks that were running finished into its own folders; the rerun removed them
+    assert staging_leftovers(Storage(str(by_config))) == []
 
 
 @pytest.mark.timeout(RUN_TIMEOUT)

@@ -161,3 +161,50 @@ def test_rerun_is_a_noop(placed, client):
     summary = run_place(storage, client, ident, world.GRID, world.countries_sha256(), through="s6",
                         out=open("/dev/null", "w"))
     assert all(v.get("skipped") for v in summary.values()) and digests(storage, ident) == before
+
+
+class _Died(BaseException):
+    """The client died (a BaseException: no ``except Exception`` of the jobs handles it)."""
+
+
+class _DiesAtFirstPublish(Storage):
+    """A client that dies right before its first publish: every part is staged and has its record."""
+
+    def publish(self, *args, **kwargs):
+        raise _Died("killed before publishing")
+
+
+def test_a_dead_attempts_parts_are_adopted_only_when_they_check_out(placed, tmp_path, client):
+    """Issue 14: the next attempt adopts the dead attempt's finished parts file by file after checking size and
+    SHA-256; a staged file changed after its record was written is not adopted, its part is computed again;
+    the result has the bytes of an undisturbed run and no staging or progress folder is left."""
+    import glob
+    import io
+    import os
+
+    storage, ident, _ = placed
+    root = str(tmp_path / "root")
+    ident2 = world.build(Storage(root), PAIRS)
+    config = PlaceConfig(part_sites=400, min_unit_sites=50)
+    with pytest.raises(_Died):
+        run_place(_DiesAtFirstPublish(root), client, ident2, world.GRID, world.countries_sha256(), through="s6",
+                  config=config, out=io.StringIO())
+    [dead] = glob.glob(os.path.join(root, f"control/run/*/*/*/place-progress-{ident2.run_id}-*"))
+    n_parts = len(glob.glob(os.path.join(dead, "s6-part-*.json")))
+    assert n_parts > 2 and len(os.listdir(dead)) == 3 * n_parts  # every part of S4, S5 and S6 recorded
+    # one staged S5 part changes after its record was written (same size, other bytes)
+    [part] = glob.glob(os.path.join(root, "data/layer1/1B/s5_site_tile_assignment/*/*/.*.staging-*/part-00001.parquet"))
+    data = bytearray(open(part, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(part, "wb").write(bytes(data))
+    out = io.StringIO()
+    run_place(Storage(root), client, ident2, world.GRID, world.countries_sha256(), through="s6", config=config,
+              out=out)
+    assert f"s4-s6: {n_parts - 1} of {n_parts} parts finished by an earlier attempt are reused" in out.getvalue()
+    s6 = Storage(root).read_json(report_path("s6", **ident2.tokens))
+    assert s6["parts_reused_on_resume"] == n_parts - 1
+    assert digests(Storage(root), ident2) == digests(storage, ident)
+    left = [p for p in glob.glob(os.path.join(root, "**"), recursive=True) + glob.glob(os.path.join(root, "**/.*"),
+                                                                                    recursive=True)
+            if ".staging-" in p or "place-progress-" in p]
+    assert left == []
