@@ -243,6 +243,14 @@ def _lock_for(storage: Storage, scope: str, ttl: float, out):
 
 def _wait_for(lock, storage: Storage, scope: str, record: dict[str, Any], wait: float, out):
     """Poll ``lock`` until it is ours (returns it), unavailable (None) or ``wait`` seconds have passed."""
+    try:
+        return _poll(lock, storage, scope, record, wait, out)
+    except BaseException:  # busy, interrupted, unreachable: give back what was opened, never another's lock
+        lock.release()
+        raise
+
+
+def _poll(lock, storage: Storage, scope: str, record: dict[str, Any], wait: float, out):
     start = time.monotonic()
     deadline = start + max(0.0, float(wait))
     announced = None
@@ -281,7 +289,7 @@ class _FlockLock:
     def __init__(self, path: str):
         self.path, self.info = path, path + ".holder.json"
         self.fd: int | None = None
-        self.writable = False
+        self.writable = self.held = False
 
     def _open(self) -> int | None:
         try:
@@ -308,6 +316,7 @@ class _FlockLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        self.held = True
         if self.writable:
             self._write_info(record)
         return True
@@ -337,14 +346,15 @@ class _FlockLock:
 
         if self.fd is None:
             return
-        if self.writable:
-            try:
-                os.unlink(self.info)
-            except OSError:
-                pass
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        if self.held:
+            if self.writable:
+                try:
+                    os.unlink(self.info)
+                except OSError:
+                    pass
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-        self.fd = None
+        self.fd, self.held = None, False
 
 
 class _ProcessLock:
@@ -355,12 +365,13 @@ class _ProcessLock:
 
     def __init__(self, key: str):
         self.key = key
+        self.record: dict[str, Any] | None = None
 
     def try_acquire(self, record: dict[str, Any]) -> bool:
         with _process_mutex:
             if self.key in _process_locks:
                 return False
-            _process_locks[self.key] = record
+            _process_locks[self.key] = self.record = record
             return True
 
     def holder(self) -> dict[str, Any] | None:
@@ -368,7 +379,9 @@ class _ProcessLock:
 
     def release(self) -> None:
         with _process_mutex:
-            _process_locks.pop(self.key, None)
+            if self.record is not None and _process_locks.get(self.key) is self.record:
+                del _process_locks[self.key]
+            self.record = None
 
 
 class _S3Lock:
