@@ -27,6 +27,7 @@ from segment1b.generator import SCALES
 from segment1b.identity import RunIdentity, build_commit, new_run_id, utc_now
 from segment1b.storage import Storage
 
+from . import argtypes
 from .place import STATES as PLACE_STATES
 from .place import PlaceConfig, run_place
 from .session import add_cluster_options, add_root_options, open_session
@@ -261,12 +262,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run the segment S0-S9 end to end (prepares and generates what is missing)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_root_options(p)
-    p.add_argument("--seed", type=int, required=True, help="u64 seed of the run")
+    p.add_argument("--seed", type=argtypes.seed, required=True, help="u64 seed of the run")
     p.add_argument("--scale", default="reference", choices=sorted(SCALES),
                    help="outlet catalogue scale to generate (default reference, ~32 200 outlets)")
-    p.add_argument("--fingerprint", default=None, help="use the published outlet catalogue with this "
+    p.add_argument("--fingerprint", type=argtypes.hex64, default=None, help="use the published outlet catalogue with this "
                    "manifest_fingerprint instead of generating one")
-    p.add_argument("--grid", default=None, help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster "
+    p.add_argument("--grid", type=argtypes.grid_name, default=None, help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster "
                    "defines its own grid)")
     p.add_argument("--raster", default=None, help="population GeoTIFF (lon/lat), enables basis population")
     p.add_argument("--countries", default=None, help="country polygons (GeoParquet/GeoPackage/Shapefile); default "
@@ -276,7 +277,7 @@ def register(subparsers) -> None:
                    help="tile weight basis (default population with --raster, else population_proxy)")
     p.add_argument("--dp", type=int, default=8, help="decimal places of the fixed-point weights (default 8)")
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
-    p.add_argument("--part-sites", type=int, default=PlaceConfig.part_sites,
+    p.add_argument("--part-sites", type=argtypes.positive_int, default=PlaceConfig.part_sites,
                    help="sites per output part of S4-S8 (layout constant; default 2^18)")
     add_cluster_options(p)
     p.set_defaults(func=main)

@@ -763,6 +763,7 @@ def _ids(table, iso: str) -> np.ndarray:
 
 def register(subparsers) -> None:
     """Add ``segment1b prepare``."""
+    from . import argtypes
     from .session import add_cluster_options, add_root_options
 
     p = subparsers.add_parser(
@@ -771,8 +772,9 @@ def register(subparsers) -> None:
     add_root_options(p)
     p.add_argument(
         "--grid",
-        choices=sorted(NAMED_GRIDS),
+        type=argtypes.grid_name,
         default=None,
+        metavar="|".join(NAMED_GRIDS),
         help="named world grid (30s = full scale); optional with --raster",
     )
     p.add_argument("--raster", default=None, metavar="POP.TIF", help="population GeoTIFF (defines the grid)")
@@ -796,7 +798,7 @@ def register(subparsers) -> None:
         metavar="ISO,ISO",
         help="countries that must get tiles (E103_ZERO_COUNTRY otherwise)",
     )
-    p.add_argument("--unit-cells", type=int, default=DEFAULT_UNIT_CELLS, help=argparse.SUPPRESS)
+    p.add_argument("--unit-cells", type=argtypes.positive_int, default=DEFAULT_UNIT_CELLS, help=argparse.SUPPRESS)
     add_cluster_options(p)
     p.set_defaults(func=main)
 

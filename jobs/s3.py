@@ -292,14 +292,16 @@ def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) 
 
 def register(subparsers) -> None:
     """``segment1b requirements``: S0 + S3 for one catalogue against prepared tile weights."""
+    from jobs import argtypes
     from jobs.session import add_cluster_options, add_root_options
 
     p = subparsers.add_parser("requirements", help="S0 gate + S3 requirements for an outlet catalogue",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_root_options(p)
-    p.add_argument("--seed", type=int, required=True, help="seed of the catalogue partition")
-    p.add_argument("--fingerprint", required=True, metavar="HEX64", help="manifest_fingerprint of the catalogue")
-    p.add_argument("--parameter-hash", required=True, metavar="HEX64",
+    p.add_argument("--seed", type=argtypes.seed, required=True, help="seed of the catalogue partition")
+    p.add_argument("--fingerprint", type=argtypes.hex64, required=True, metavar="HEX64",
+                   help="manifest_fingerprint of the catalogue")
+    p.add_argument("--parameter-hash", type=argtypes.hex64, required=True, metavar="HEX64",
                    help="the prepared tile weights (countries with weights) and the output partition")
     add_cluster_options(p)
     p.set_defaults(func=_main)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 from segment1b.storage import Storage
+
+from .argtypes import cluster_option, storage_options
 
 __all__ = ["add_root_options", "add_cluster_options", "storage_from_args", "open_session"]
 
@@ -16,23 +17,26 @@ __all__ = ["add_root_options", "add_cluster_options", "storage_from_args", "open
 def add_root_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, metavar="D",
                    help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
-    p.add_argument("--storage-options", default=None, metavar="JSON",
+    p.add_argument("--storage-options", type=storage_options, default=None, metavar="JSON",
                    help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (default: a LocalCluster sized to this machine)")
-    g.add_argument("--scheduler", default=None, metavar="ADDR", help="address of an existing Dask scheduler "
+    g.add_argument("--scheduler", type=cluster_option("scheduler"), default=None, metavar="ADDR", help="address of an existing Dask scheduler "
                    "(tcp://host:8786 or tls://...)")
     g.add_argument("--scheduler-file", default=None, metavar="FILE", help="scheduler file of an existing cluster")
-    g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
-    g.add_argument("--threads-per-worker", type=int, default=None, help="LocalCluster threads per worker")
-    g.add_argument("--memory-limit", default=None, help="LocalCluster memory limit per worker (e.g. 4GiB)")
+    # checked while parsing by the validators of cluster.options.OPTIONS (exit 2), normalised by ClusterOptions
+    g.add_argument("--workers", type=cluster_option("n_workers"), default=None, help="LocalCluster worker processes")
+    g.add_argument("--threads-per-worker", type=cluster_option("threads_per_worker"), default=None,
+                   help="LocalCluster threads per worker")
+    g.add_argument("--memory-limit", type=cluster_option("memory_limit"), default=None,
+                   help="LocalCluster memory limit per worker (e.g. 4GiB)")
 
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
-    opts = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
-    return Storage(args.data_root, opts)
+    """The data root of parsed arguments (``--storage-options`` is already a dict: :func:`jobs.argtypes.storage_options`)."""
+    return Storage(args.data_root, getattr(args, "storage_options", None) or None)
 
 
 @contextmanager

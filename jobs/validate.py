@@ -859,7 +859,7 @@ def register(sub) -> None:
                        "Exits 3 and prints the failing codes when a check fails.")
     add_root_options(p)
     add_identity_options(p)
-    p.add_argument("--parameter-hash", default=None, metavar="H",
+    p.add_argument("--parameter-hash", type=_hex64, default=None, metavar="H",
                    help="parameter_hash to validate (needed only when several were run for the "
                    "seed/fingerprint)")
     p.add_argument("--plan-sample", type=_count, default=PLAN_SAMPLE, metavar="N",
@@ -899,8 +899,6 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    if args.parameter_hash is not None:
-        _hex64(args.parameter_hash)
     with open_session(args, out=out) as (storage, client):
         result = run_s9(storage, client, args.seed, args.fingerprint, parameter_hash=args.parameter_hash,
                         plan_sample=args.plan_sample, out=out)
