@@ -173,7 +173,7 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     ------
     InputError
         ``E301`` (from S0), ``E302``, ``E303``, ``E304``, ``E305``, ``E306``, ``E308``, ``E314``: see
-        :mod:`segment1b.s3_requirements`.  Nothing is published.
+        :mod:`segment1b.s3_requirements`; ``E311`` for a catalogue without rows.  Nothing is published.
     """
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
 
@@ -207,6 +207,11 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     failure = first_failure([f for _, _, f in footers if f is not None])
     if failure is not None:
         raise failure
+    if not any(n for _, sizes, _ in footers for n in sizes):  # issue #14: refused before anything is staged
+        raise InputError("E311_EMPTY_CATALOGUE", f"the outlet_catalogue partition has 0 rows in {len(parts)} part "
+                         "files: there are no sites to place", dataset="outlet_catalogue",
+                         path=storage.url(catalogue), hint="check the upstream export (seed and "
+                         "manifest_fingerprint of the catalogue); S3 publishes nothing for an empty catalogue")
     units = plan_read_units([(rel, sizes) for rel, sizes, _ in footers], unit_rows)
     t = lap("footers", t)
 

@@ -134,6 +134,8 @@ CATALOGUE_CASES = [
     ("duplicate primary key", lambda: split(catalogue(PAIRS + [(2**64 - 1, "US", 1)]), [11]),
      "E314_SITE_ORDER_INTEGRITY", f"row=0 merchant_id={2**64 - 1} legal_country_iso='US' site_order=1 "
      "problem='duplicate site_order'"),
+    # issue #14: an empty catalogue got as far as publishing an empty s3_requirements, then E_PUBLISH_IO
+    ("empty catalogue", lambda: [catalogue([]), catalogue([])], "E311_EMPTY_CATALOGUE", "0 rows in 2 part files"),
 ]
 
 
@@ -423,6 +425,15 @@ def test_run_cli_overflow_in_s4_exits_3(client, storage, world_countries, capsys
     err = capsys.readouterr().err
     assert "FAILED E416_NUMERIC_OVERFLOW" in err and "country_iso='MC'" in err and "n_sites=19" in err
     nothing_visible(storage, *PLACE, **run_tokens(storage))
+
+
+def test_run_cli_empty_catalogue_exits_3_and_publishes_nothing(client, storage, world_countries, capsys):
+    publish_catalogue(storage, [catalogue([])])
+    assert cli_main(run_argv(storage, client, world_countries)) == EXIT_CONTRACT_FAILURE
+    err = capsys.readouterr().err
+    assert "FAILED E311_EMPTY_CATALOGUE" in err and "E_PUBLISH_IO" not in err, err
+    nothing_visible(storage, "s3_requirements", *PLACE, **run_tokens(storage))
+    assert not storage.exists(report_path("s3", **run_tokens(storage)))
 
 
 def test_run_cli_corrupt_s6_part_in_s7_exits_3(client, storage, world_countries, capsys):
