@@ -60,6 +60,7 @@ from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
 from segment1b.storage import Storage
 
+from . import argtypes
 from .parameters import load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
                     parquet_from_bytes, read_catalogue_keys, read_merchant_range, token_values)
@@ -875,22 +876,8 @@ def add_identity_options(p: argparse.ArgumentParser) -> None:
                    help="manifest_fingerprint (64 hex)")
 
 
-def _seed(text: str) -> int:
-    if not TOKEN_PATTERNS["seed"].match(text) or int(text) >= 2**64:
-        raise argparse.ArgumentTypeError(f"seed must be a decimal u64 without leading zeros, got {text!r}")
-    return int(text)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
-    return int(text)
-
-
-def _hex64(text: str) -> str:
-    if not TOKEN_PATTERNS["manifest_fingerprint"].match(text):
-        raise argparse.ArgumentTypeError(f"expected 64 lowercase hex characters, got {text!r}")
-    return text
+# argparse types shared by every command (issue #14: one rule per flag, from the contract's constants)
+_seed, _count, _hex64 = argtypes.seed, argtypes.count, argtypes.hex64
 
 
 def main(args: argparse.Namespace, out=None, err=None) -> int:
