@@ -76,7 +76,21 @@ class RunSummary:
 
 
 def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> RunSummary:
-    """Run the segment for ``request``; returns the summary (raises the first contract failure)."""
+    """Run the segment for ``request``; returns the summary (raises the first contract failure).
+
+    A run that is already complete (:func:`completed_run`) returns its stored summary and writes nothing.
+    Otherwise the workers' memory limits are checked first (C001, :mod:`jobs.footprint`).
+    """
+    out = out if out is not None else sys.stdout
+    done = completed_run(storage, request)
+    if done is not None:  # everything is published: write nothing at all (a read-only root passes too)
+        _print_complete(done, out)
+        return done
+    return _run(storage, client, request, out)
+
+
+def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
+    """:func:`run_pipeline` once it is known that the run is not complete."""
     from .generate import catalogue_countries, countries_from_places, countries_with_tiles, run_generate
     from .pictures_report import report_after_run
     from .prepare import prepare
@@ -84,13 +98,8 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
     from .synthesis import run_s7_s8
     from .validate import run_s9
 
-    out = out if out is not None else sys.stdout
     t_run = time.perf_counter()
     states: list[dict[str, Any]] = []
-    done = completed_run(storage, request)
-    if done is not None:  # everything is published: write nothing at all (a read-only root passes too)
-        _print_complete(done, out)
-        return done
     check_memory(client, _memory_needs(storage, request), step=_memory_step(request))
 
     def step(name: str, fn, *args, **kwargs):
@@ -156,15 +165,20 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     """The summary of ``request``'s run when everything it publishes is already published, else ``None``.
 
     Reads only: the inputs' parameter_hash (as prepare resolves it), the generated catalogue's fingerprint,
-    then whether every dataset, RNG log, receipt, S9's ``_passed.flag`` and the run summary exist.  Files are
-    not re-hashed (``segment1b verify-flag`` does that).
+    then whether every dataset, RNG log, receipt, S9's ``_passed.flag`` and the run summary exist, and
+    whether the S3-S8 datasets still have the digests of their receipts (a partition changed after the run
+    is not complete: the run goes on, and S9 reports E911_FINALITY as it did before issue #14).
     """
     from segment1b.s9_validation import FLAG_NAME
 
     from .prepare import DATASETS as TILE_DATASETS
     from .prepare import resolve_inputs
-    from .runtime import has_receipt
+    from .runtime import published_receipt
 
+    seed_folder = path_for("run_folder", seed=request.seed, manifest_fingerprint="0" * 64,
+                           parameter_hash="0" * 64).split("/fingerprint=")[0]
+    if not storage.fs.glob(storage.abspath(seed_folder).rstrip("/") + "/*/*/run_summary.json"):
+        return None  # no run of this seed ever finished here: nothing to resolve (a new root costs nothing)
     ph = resolve_inputs(grid=request.grid, countries=request.countries, raster=request.raster,
                         basis=request.basis, dp=request.dp, iso_column=request.iso_column).params.parameter_hash
     if not all(storage.is_published(path_for(d, parameter_hash=ph)) for d in TILE_DATASETS):
@@ -185,7 +199,8 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
             break
         target = path_for(dataset_id, **(tokens if state != "s8" else {"seed": request.seed,
                                                                       "manifest_fingerprint": fp}))
-        if not (storage.is_published(target) and has_receipt(storage, state, tokens, target)):
+        receipt = published_receipt(storage, state, tokens, target) if storage.is_published(target) else None
+        if receipt is None or storage.partition_digest(target) != receipt["sha256_hex"]:
             return None
     for label in ("site_tile_assign", "in_cell_jitter")[: max(0, last - THROUGH.index("s4"))]:
         if not storage.is_published(path_for("rng_events", substream_label=label, seed=request.seed,
@@ -239,9 +254,12 @@ def _memory_needs(storage: Storage, request: RunRequest, parameter_hash: str | N
     if request.through == "s9" and parameter_hash is not None:
         s2 = report_path("s2", parameter_hash=parameter_hash)
         countries = storage.read_json(s2).get("countries", []) if storage.exists(s2) else []
+        # S2 reports record weighted tiles since issue #14; older ones only rows, which over-state them (4.5x
+        # for Russia at 30"): their plan need is left to the pause watchdog rather than guessed
+        countries = [c for c in countries if "weighted_tiles" in c]
         if countries:
-            top = max(countries, key=lambda c: (c.get("weighted_tiles", c["rows"]), c["country_iso"]))
-            needs.append(plan_need(top["country_iso"], top.get("weighted_tiles", top["rows"])))
+            top = max(countries, key=lambda c: (c["weighted_tiles"], c["country_iso"]))
+            needs.append(plan_need(top["country_iso"], top["weighted_tiles"]))
     return needs
 
 
@@ -417,7 +435,7 @@ def main(args: argparse.Namespace, out=None) -> int:
         return 0
     with open_session(args, out=out) as (storage, client):
         try:
-            summary = run_pipeline(storage, client, request, out=out)
+            summary = _run(storage, client, request, out)
         except Segment1BError as exc:
             print(f"\nFAIL  {exc.code}", file=out)
             raise

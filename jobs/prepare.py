@@ -635,7 +635,7 @@ def prepare(
                 "rows": r["rows"],
                 "mass": r["mass"],
                 "weight_sum": r.get("weight_sum", 0),
-                "weighted_tiles": r.get("weighted_tiles", r["rows"]),
+                "weighted_tiles": r["weighted_tiles"],
                 "zero_mass_fallback": r["zero_mass_fallback"],
                 **{k: r[k] for k in ("land_area_m2", "partial_tiles", "tiles_below_min_land_share") if k in r},
                 "seconds": round(r.get("_wall_s", 0.0), 4),
