@@ -36,11 +36,14 @@ __all__ = ["WORKER_FLOOR_BYTES", "PART_BYTES_PER_SITE", "PLAN_BYTES_PER_TILE", "
 MiB = 2**20
 # Measured by `python -m benchmarks.run state_memory` (one worker, one thread; peak RSS of every task):
 # the resident memory a worker keeps once it has run the kernels: imports (NumPy, pandas, Arrow, GEOS),
-# the reference polygons, Arrow and allocator pools.  The largest floor seen under a task (5m, reference).
-WORKER_FLOOR_BYTES = 340 * MiB
+# the reference polygons, Arrow and allocator pools, and a state's first-task imports (S9's log readers:
+# 35 MiB).  320-340 MiB under the S9 tasks after S1-S8 ran in the same worker (30m and 5m), 359 MiB peak
+# for a tiny catalogue on the 30m grid, where no unit is big.
+WORKER_FLOOR_BYTES = 360 * MiB
 # A part's largest task (the S6 writer, with the S4-S6 unit results of the part it gathers; S9's part
-# tasks and S7 are below it): 829 B/site measured at x10 on the 5m grid (263 k sites in the part).
-PART_BYTES_PER_SITE = 900
+# tasks and S7 are below it): 681-838 B/site of rise measured at x10 on the 5m grid (262 k sites in the
+# part), peaks of 588-619 MiB over a floor of 350-418 MiB; rounded up like UNIT_BYTES_PER_SITE.
+PART_BYTES_PER_SITE = 1_000
 # S9's plan recomputation holds a country's weighted tiles (tile_id, weight_fp, products, ranks): 41-49
 # B per weighted tile measured (China and Russia at 30", Russia at 5m); S4's weight reading is below it.
 PLAN_BYTES_PER_TILE = 50
@@ -121,7 +124,7 @@ def minimum_memory_limit(needs: Iterable[Need], threads: int = 1,
 
     >>> limit, need = minimum_memory_limit([part_need(264_144)])
     >>> limit // MiB, need.what
-    (780, 'the S4-S6 writer of a part of 264 144 sites (S7 and S9 read whole parts too)')
+    (842, 'the S4-S6 writer of a part of 264 144 sites (S7 and S9 read whole parts too)')
     """
     largest = max(needs, key=lambda n: n.bytes)
     raw = (WORKER_FLOOR_BYTES + max(1, threads) * largest.bytes) * SAFETY / pause_fraction
@@ -165,8 +168,8 @@ def check_memory(client, needs: Iterable[Need], *, step: str) -> None:
 def unit_budget(limit: int, threads: int, pause_fraction: float) -> int:
     """Bytes a thread of a worker may use above the worker's floor before the worker pauses.
 
-    >>> unit_budget(2**30, 4, 0.8) // MiB  # (819 MiB - 340 MiB) / 4
-    119
+    >>> unit_budget(2**30, 4, 0.8) // MiB  # (819 MiB - 360 MiB) / 4
+    114
     """
     return max(0, int((limit * pause_fraction - WORKER_FLOOR_BYTES) / max(1, threads)))
 

@@ -265,7 +265,7 @@ def _memory_needs(storage: Storage, request: RunRequest, parameter_hash: str | N
 
 def _memory_step(request: RunRequest) -> str:
     return (f"a run of scale {request.scale}" if request.fingerprint is None else "a run of this catalogue") + \
-        f" with parts of {request.part_sites} sites"
+        f" with parts of {request.part_sites:_} sites".replace("_", " ")
 
 
 def _catalogue_rows(storage: Storage, seed: int, fingerprint: str) -> int:

@@ -11,11 +11,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.mark.parametrize("needs, threads, pause, expected_mib", [
-    # (floor 340 MiB + threads x the largest need) x 1.1 / pause, rounded up to a MiB
-    ([Need("a", 0)], 1, 0.8, 468),
-    ([Need("a", 100 * MiB), Need("b", 10 * MiB)], 1, 0.8, 605),
-    ([Need("a", 100 * MiB)], 2, 0.8, 743),
-    ([Need("a", 100 * MiB)], 1, 1.0, 484),
+    # (floor 360 MiB + threads x the largest need) x 1.1 / pause, rounded up to a MiB
+    ([Need("a", 0)], 1, 0.8, 495),
+    ([Need("a", 100 * MiB), Need("b", 10 * MiB)], 1, 0.8, 633),
+    ([Need("a", 100 * MiB)], 2, 0.8, 770),
+    ([Need("a", 100 * MiB)], 1, 1.0, 506),
 ])
 def test_minimum_memory_limit(needs, threads, pause, expected_mib):
     limit, largest = footprint.minimum_memory_limit(needs, threads, pause)
@@ -53,11 +53,11 @@ def test_a_limit_below_the_minimum_is_refused_naming_it(client):
 
     limit = client.run(footprint.worker_memory)  # the session's workers: 4 GiB, 1 thread
     assert {v[0] for v in limit.values()} == {4 * 2**30}
-    footprint.check_memory(client, [footprint.part_need(2_000_000)], step="a test")  # 1.7 GiB of parts: fits
+    footprint.check_memory(client, [footprint.part_need(2_000_000)], step="a test")  # 1.9 GiB of parts: fits
     with pytest.raises(ClusterConfigError) as e:
         footprint.check_memory(client, [footprint.part_need(5_000_000), Need("small", 1)], step="a test")
     err = e.value
     assert err.code == "C001_OPTION_INVALID"
-    assert "has a memory limit of 4.00 GiB; a test needs at least 6.22 GiB per worker" in err.message, err.message
+    assert "has a memory limit of 4.00 GiB; a test needs at least 6.89 GiB per worker" in err.message, err.message
     assert "the S4-S6 writer of a part of 5 000 000 sites" in err.message
-    assert "--memory-limit 6369MiB" in err.hint and "nothing was computed" in err.hint
+    assert "--memory-limit 7052MiB" in err.hint and "nothing was computed" in err.hint
