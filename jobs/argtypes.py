@@ -10,7 +10,7 @@ grids from :data:`segment1b.grid.NAMED_GRIDS`, cluster options from :data:`clust
 >>> seed("-1")
 Traceback (most recent call last):
 ...
-argparse.ArgumentTypeError: expected a seed: a decimal u64 (0 .. 18446744073709551615) without sign or leading zeros, got '-1'
+argparse.ArgumentTypeError: expected a seed: a decimal u64 (0 .. 18446744073709551615) without sign or ...
 """
 
 from __future__ import annotations

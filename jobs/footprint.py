@@ -29,7 +29,8 @@ from dask.utils import format_bytes
 
 from segment1b.generator import MAX_OUTLETS, SCALES, TAIL_EXPONENT_TIMES_2
 
-__all__ = ["WORKER_FLOOR_BYTES", "PART_BYTES_PER_SITE", "PLAN_BYTES_PER_TILE", "S1_BYTES_PER_CELL", "S2_BYTES_PER_CELL",
+__all__ = ["WORKER_FLOOR_BYTES", "PART_BYTES_PER_SITE", "PLAN_BYTES_PER_TILE", "S1_BYTES_PER_CELL",
+           "S2_BYTES_PER_CELL",
            "SAFETY", "Need", "part_need", "plan_need", "prepare_needs", "expected_sites", "largest_part",
            "minimum_memory_limit", "check_memory", "unit_budget", "worker_memory"]
 

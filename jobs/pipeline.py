@@ -403,10 +403,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=argtypes.seed, required=True, help="u64 seed of the run")
     p.add_argument("--scale", default="reference", choices=sorted(SCALES),
                    help="outlet catalogue scale to generate (default reference, ~32 200 outlets)")
-    p.add_argument("--fingerprint", type=argtypes.hex64, default=None, help="use the published outlet catalogue with this "
-                   "manifest_fingerprint instead of generating one")
-    p.add_argument("--grid", type=argtypes.grid_name, default=None, help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster "
-                   "defines its own grid)")
+    p.add_argument("--fingerprint", type=argtypes.hex64, default=None,
+                   help="use the published outlet catalogue with this manifest_fingerprint instead of generating one")
+    p.add_argument("--grid", type=argtypes.grid_name, default=None,
+                   help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster defines its own grid)")
     p.add_argument("--raster", default=None, help="population GeoTIFF (lon/lat), enables basis population")
     p.add_argument("--countries", default=None, help="country polygons (GeoParquet/GeoPackage/Shapefile); default "
                    "the embedded Natural Earth 10 m countries")

@@ -23,8 +23,8 @@ def add_root_options(p: argparse.ArgumentParser) -> None:
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (default: a LocalCluster sized to this machine)")
-    g.add_argument("--scheduler", type=cluster_option("scheduler"), default=None, metavar="ADDR", help="address of an existing Dask scheduler "
-                   "(tcp://host:8786 or tls://...)")
+    g.add_argument("--scheduler", type=cluster_option("scheduler"), default=None, metavar="ADDR",
+                   help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
     g.add_argument("--scheduler-file", default=None, metavar="FILE", help="scheduler file of an existing cluster")
     # checked while parsing by the validators of cluster.options.OPTIONS (exit 2), normalised by ClusterOptions
     g.add_argument("--workers", type=cluster_option("n_workers"), default=None, help="LocalCluster worker processes")
@@ -35,7 +35,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
-    """The data root of parsed arguments (``--storage-options`` is already a dict: :func:`jobs.argtypes.storage_options`)."""
+    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes)."""
     return Storage(args.data_root, getattr(args, "storage_options", None) or None)
 
 
