@@ -153,7 +153,7 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     from distributed import wait
 
     from jobs.pipeline import prepared_grid
-    from jobs.place import _country_prefix, _place_unit
+    from jobs.place import _country_prefix
     from jobs.tiles import country_row_groups
     from jobs.units import plan_parts, plan_units
     from segment1b import rng

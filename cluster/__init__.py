@@ -11,15 +11,17 @@ options, their Dask config keys and the precedence rule, and ``cluster/examples/
 """
 
 from cluster.client import describe, format_layout, open_client
-from cluster.errors import CLUSTER_ERROR_CODES, ClusterConfigError, ClusterConnectError, ClusterError
+from cluster.errors import CLUSTER_ERROR_CODES, ClusterConfigError, ClusterConnectError, ClusterError, ClusterRunError
 from cluster.local import LocalLayout, local_layout, machine_resources
 from cluster.memory import reset_worker_memory_peaks, worker_memory_peaks
 from cluster.options import CONFIG_PREFIX, OPTIONS, ClusterOptions
 from cluster.tls import security_from_files
+from cluster.watchdog import PauseWatchdog, scheduler_lost
 
 # The public surface: getting a client (ClusterOptions, open_client, security_from_files), reporting
 # (describe, format_layout, worker_memory_peaks, reset_worker_memory_peaks), LocalCluster sizing
-# (LocalLayout, local_layout, machine_resources), the option table and the errors.
+# (LocalLayout, local_layout, machine_resources), waiting without hanging (PauseWatchdog, scheduler_lost),
+# the option table and the errors.
 __all__ = [
     "CLUSTER_ERROR_CODES",
     "CONFIG_PREFIX",
@@ -28,13 +30,16 @@ __all__ = [
     "ClusterConnectError",
     "ClusterError",
     "ClusterOptions",
+    "ClusterRunError",
     "LocalLayout",
+    "PauseWatchdog",
     "describe",
     "format_layout",
     "local_layout",
     "machine_resources",
     "open_client",
     "reset_worker_memory_peaks",
+    "scheduler_lost",
     "security_from_files",
     "worker_memory_peaks",
 ]

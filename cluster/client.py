@@ -25,6 +25,7 @@ from cluster.errors import ClusterConfigError, ClusterConnectError
 from cluster.local import local_layout, machine_resources
 from cluster.options import ClusterOptions
 from cluster.tls import check_security, describe_security, resolve_security
+from cluster.watchdog import scheduler_lost
 
 if TYPE_CHECKING:  # distributed is imported only inside the functions that need it (house rule 8)
     from distributed import Client, Security
@@ -64,6 +65,9 @@ def open_client(options: ClusterOptions | None = None, *, security: Security | N
     ClusterConnectError
         ``C101_SCHEDULER_FILE_MISSING``, ``C102_SCHEDULER_UNREACHABLE`` (after ``connect_timeout``),
         ``C103_NO_WORKERS`` (after ``worker_timeout``).
+    ClusterRunError
+        ``C202_SCHEDULER_LOST`` when the block fails because the scheduler connection was lost
+        (:func:`cluster.scheduler_lost`); the original error is its ``__cause__``.
 
     Examples
     --------
@@ -82,17 +86,31 @@ def open_client(options: ClusterOptions | None = None, *, security: Security | N
         client = _connect(options, security)
         try:
             print(format_layout(describe(client)), file=stream, flush=True)
-            yield client
+            with _lost_scheduler_is_c202(client):
+                yield client
         finally:
             client.close()  # only our connection: a remote cluster belongs to someone else
     else:
         cluster, client = _start_local(options, security)
         try:
             print(format_layout(describe(client)), file=stream, flush=True)
-            yield client
+            with _lost_scheduler_is_c202(client):
+                yield client
         finally:
             client.close()
             cluster.close()
+
+
+@contextmanager
+def _lost_scheduler_is_c202(client: Client) -> Iterator[None]:
+    """Any call of the block that fails because the scheduler went away becomes C202_SCHEDULER_LOST."""
+    try:
+        yield
+    except Exception as error:
+        lost = scheduler_lost(client, error)
+        if lost is None:
+            raise
+        raise lost from error
 
 
 def describe(client: Client) -> dict[str, Any]:

@@ -2,16 +2,18 @@
 
 Every failure is a :class:`ClusterError` with a stable ``code`` (one of :data:`CLUSTER_ERROR_CODES`),
 a message that says what was found and what was expected, what was tried (``tried``) and what to do
-next (``hint``).  Two subclasses split the families: :class:`ClusterConfigError` for options and TLS
-settings that are wrong before anything is contacted (also a ``ValueError``), and
-:class:`ClusterConnectError` for a scheduler or workers that do not answer (also a ``ConnectionError``).
+next (``hint``).  Three subclasses split the families: :class:`ClusterConfigError` for options and TLS
+settings that are wrong before anything is contacted (also a ``ValueError``),
+:class:`ClusterConnectError` for a scheduler or workers that do not answer (also a ``ConnectionError``),
+and :class:`ClusterRunError` for a cluster that stops being usable while a job waits on it (also a
+``RuntimeError``).
 
 This package holds no domain knowledge, so the codes live here and not in ``segment1b.errors``.
 """
 
 from __future__ import annotations
 
-__all__ = ["CLUSTER_ERROR_CODES", "ClusterConfigError", "ClusterConnectError", "ClusterError"]
+__all__ = ["CLUSTER_ERROR_CODES", "ClusterConfigError", "ClusterConnectError", "ClusterError", "ClusterRunError"]
 
 # code -> what it means.  The single place that defines which codes exist.
 CLUSTER_ERROR_CODES: dict[str, str] = {
@@ -24,6 +26,10 @@ CLUSTER_ERROR_CODES: dict[str, str] = {
     "C101_SCHEDULER_FILE_MISSING": "the scheduler file did not appear, or holds no scheduler address",
     "C102_SCHEDULER_UNREACHABLE": "no scheduler answered at the address, or it refused the connection (TLS)",
     "C103_NO_WORKERS": "the scheduler answered but no worker joined in time",
+    # while a job waits on the cluster (issue #14: never hang silently)
+    "C201_WORKERS_PAUSED": "workers stayed paused (memory above distributed.worker.memory.pause) and no task "
+                           "finished for the pause timeout",
+    "C202_SCHEDULER_LOST": "the connection to the scheduler was lost while the job ran",
 }
 
 
@@ -73,6 +79,10 @@ class ClusterConfigError(ClusterError, ValueError):
 
 class ClusterConnectError(ClusterError, ConnectionError):
     """A scheduler or its workers did not answer in time."""
+
+
+class ClusterRunError(ClusterError, RuntimeError):
+    """The cluster stopped being usable while a job waited on it (workers paused, scheduler gone)."""
 
 
 def _rebuild(cls, code, message, tried, hint):

@@ -245,6 +245,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Seconds to wait for the scheduler (and for the scheduler file to appear)."),
     OptionSpec("worker_timeout", "worker-timeout", 60.0, _check_seconds,
                "Seconds to wait, once connected, for at least one worker."),
+    OptionSpec("pause_timeout", "pause-timeout", 60.0, _check_seconds,
+               "Seconds a wait on the cluster tolerates a worker that stays paused (its memory above "
+               "distributed.worker.memory.pause) while no task finishes; then the job fails with "
+               "C201_WORKERS_PAUSED instead of hanging (cluster.PauseWatchdog)."),
 )
 _SPECS: dict[str, OptionSpec] = {spec.name: spec for spec in OPTIONS}
 
@@ -294,6 +298,8 @@ class ClusterOptions:
         LocalCluster workers as processes (default) or threads.
     connect_timeout, worker_timeout : float or str, optional
         Seconds (or "30s", "2m") to wait for the scheduler, then for the first worker.
+    pause_timeout : float or str, optional
+        Seconds a job waits while a worker stays paused and nothing finishes (then ``C201_WORKERS_PAUSED``).
 
     Raises
     ------
@@ -325,6 +331,7 @@ class ClusterOptions:
     processes: bool | None = None
     connect_timeout: float | None = None
     worker_timeout: float | None = None
+    pause_timeout: float | None = None
 
     def __post_init__(self):
         import dask

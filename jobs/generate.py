@@ -361,6 +361,7 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
 
 def register(subparsers) -> None:
     """``segment1b generate``: a synthetic outlet catalogue with its PASS bundle."""
+    from jobs import argtypes
     from jobs.session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser("generate", help="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
@@ -368,10 +369,10 @@ def register(subparsers) -> None:
     add_root_options(p)
     p.add_argument("--scale", default="reference", choices=list(SCALES),
                    help="catalogue size: " + ", ".join(f"{k} ({v:,} merchants)" for k, v in SCALES.items()))
-    p.add_argument("--seed", type=int, required=True, help="u64 seed (also the catalogue's global_seed)")
+    p.add_argument("--seed", type=argtypes.seed, required=True, help="u64 seed (also the catalogue's global_seed)")
     p.add_argument("--countries-csv", default=None, metavar="FILE",
                    help="countries and population (columns country_iso,population); default: GeoNames places")
-    p.add_argument("--parameter-hash", default=None, metavar="HEX64",
+    p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="HEX64",
                    help="only countries with tile weights under this parameter_hash (default: the only one "
                         "published, if any)")
     p.add_argument("--in-process", action="store_true",

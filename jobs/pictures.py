@@ -29,11 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segment1b.contracts import TOKEN_PATTERNS, check_token, iso_table, path_for, report_path
-from segment1b.errors import InputError, IntegrityError
+from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
 from segment1b.reader import site_locations_parts
 from segment1b.storage import Storage
 
+from . import argtypes
 from .parts import token_values
 
 if TYPE_CHECKING:
@@ -452,11 +453,7 @@ def _iso(text: str) -> str:
     return text.upper()
 
 
-def hex64(text: str) -> str:
-    """argparse type of ``--parameter-hash``."""
-    if not TOKEN_PATTERNS["parameter_hash"].match(text):
-        raise argparse.ArgumentTypeError(f"expected 64 lowercase hex characters, got {text!r}")
-    return text
+hex64 = argtypes.hex64  # argparse type of ``--parameter-hash`` (also used by jobs.pictures_report)
 
 
 def _pixels(text: str) -> int:

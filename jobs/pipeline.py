@@ -7,14 +7,19 @@ the ten slowest countries, where outputs and reports are, PASS or the failing co
 Identity and resume: the ``run_id`` of a (seed, manifest_fingerprint, parameter_hash) is kept in a run
 receipt written before any RNG event; a rerun with the same arguments finds it and continues under the
 same ``run_id``.  Every state skips what is already published (and S4-S6 reuse finished parts), so an
-interrupted run ends with the same bytes as an uninterrupted one.
+interrupted run ends with the same bytes as an uninterrupted one.  A run whose every output is already
+published (S1/S2, the catalogue, S3-S8 with their receipts, S9's _passed.flag, the run summary) is a
+no-op that writes nothing at all, so it also passes on a read-only data root (issue #14).
+
+Memory: before S1 and again before S3 the workers' memory limits are checked against the largest units
+of the run (jobs/footprint.py); a limit that cannot hold them is refused with C001_OPTION_INVALID naming
+the minimum, instead of a run whose workers pause for good.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -28,9 +33,11 @@ from segment1b.generator import SCALES
 from segment1b.identity import RunIdentity, build_commit, new_run_id, utc_now
 from segment1b.storage import Storage
 
+from . import argtypes
+from .footprint import Need, check_memory, expected_sites, largest_part, part_need, plan_need
 from .place import STATES as PLACE_STATES
 from .place import PlaceConfig, run_place
-from .session import add_cluster_options, add_lease_options, add_root_options, open_session
+from .session import add_cluster_options, add_lease_options, add_root_options, open_session, storage_from_args
 
 __all__ = ["RunRequest", "run_pipeline", "register"]
 
@@ -69,7 +76,21 @@ class RunSummary:
 
 
 def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> RunSummary:
-    """Run the segment for ``request``; returns the summary (raises the first contract failure)."""
+    """Run the segment for ``request``; returns the summary (raises the first contract failure).
+
+    A run that is already complete (:func:`completed_run`) returns its stored summary and writes nothing.
+    Otherwise the workers' memory limits are checked first (C001, :mod:`jobs.footprint`).
+    """
+    out = out if out is not None else sys.stdout
+    done = completed_run(storage, request)
+    if done is not None:  # everything is published: write nothing at all (a read-only root passes too)
+        _print_complete(done, out)
+        return done
+    return _run(storage, client, request, out)
+
+
+def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
+    """:func:`run_pipeline` once it is known that the run is not complete."""
     from .generate import catalogue_countries, countries_from_places, countries_with_tiles, run_generate
     from .pictures_report import report_after_run
     from .prepare import prepare
@@ -77,9 +98,9 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
     from .synthesis import run_s7_s8
     from .validate import run_s9
 
-    out = out if out is not None else sys.stdout
     t_run = time.perf_counter()
     states: list[dict[str, Any]] = []
+    check_memory(client, _memory_needs(storage, request), step=_memory_step(request))
 
     def step(name: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
@@ -96,6 +117,8 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
                         raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
                         out=out)
         ph = prepared["parameter_hash"]
+        # now with the largest country's weighted tiles of these tile weights (S9's plan recomputation)
+        check_memory(client, _memory_needs(storage, request, ph), step=_memory_step(request))
         if request.fingerprint is None:
             # not the zero-mass fallback countries (every tile a coastal sliver): no E613 by construction
             eligible = catalogue_countries(storage, ph)
@@ -139,6 +162,121 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
     _print_summary(summary, out)
     report_after_run(storage, ident, out=out)  # run_report.html + map.png in the run folder; never raises (#10)
     return summary
+
+
+def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
+    """The summary of ``request``'s run when everything it publishes is already published, else ``None``.
+
+    Reads only: the inputs' parameter_hash (as prepare resolves it), the generated catalogue's fingerprint,
+    then whether every dataset, RNG log, receipt, S9's ``_passed.flag`` and the run summary exist, and
+    whether the S3-S8 datasets still have the digests of their receipts (a partition changed after the run
+    is not complete: the run goes on, and S9 reports E911_FINALITY as it did before issue #14).
+    """
+    from segment1b.s9_validation import FLAG_NAME
+
+    from .prepare import DATASETS as TILE_DATASETS
+    from .prepare import resolve_inputs
+    from .runtime import published_receipt
+
+    seed_folder = path_for("run_folder", seed=request.seed, manifest_fingerprint="0" * 64,
+                           parameter_hash="0" * 64).split("/fingerprint=")[0]
+    if not storage.fs.glob(storage.abspath(seed_folder).rstrip("/") + "/*/*/run_summary.json"):
+        return None  # no run of this seed ever finished here: nothing to resolve (a new root costs nothing)
+    ph = resolve_inputs(grid=request.grid, countries=request.countries, raster=request.raster,
+                        basis=request.basis, dp=request.dp, iso_column=request.iso_column).params.parameter_hash
+    if not all(storage.is_published(path_for(d, parameter_hash=ph)) for d in TILE_DATASETS):
+        return None
+    fp = request.fingerprint or _generated_fingerprint(storage, request, ph)
+    if fp is None or not storage.is_published(path_for("outlet_catalogue", seed=request.seed,
+                                                       manifest_fingerprint=fp)):
+        return None
+    tokens = {"seed": request.seed, "manifest_fingerprint": fp, "parameter_hash": ph}
+    summary_rel = path_for("run_folder", **tokens) + "run_summary.json"
+    if not (storage.exists(path_for("run_receipt", **tokens)) and storage.exists(summary_rel)):
+        return None
+    run_id = storage.read_json(path_for("run_receipt", **tokens))["run_id"]
+    last = THROUGH.index(request.through)
+    for state, dataset_id in (("s3", "s3_requirements"), ("s4", "s4_alloc_plan"), ("s5", "s5_site_tile_assignment"),
+                              ("s6", "s6_site_jitter"), ("s7", "s7_site_synthesis"), ("s8", "site_locations")):
+        if THROUGH.index({"s7": "s8"}.get(state, state)) > last:
+            break
+        target = path_for(dataset_id, **(tokens if state != "s8" else {"seed": request.seed,
+                                                                      "manifest_fingerprint": fp}))
+        receipt = published_receipt(storage, state, tokens, target) if storage.is_published(target) else None
+        if receipt is None or storage.partition_digest(target) != receipt["sha256_hex"]:
+            return None
+    for label in ("site_tile_assign", "in_cell_jitter")[: max(0, last - THROUGH.index("s4"))]:
+        if not storage.is_published(path_for("rng_events", substream_label=label, seed=request.seed,
+                                             parameter_hash=ph, run_id=run_id)):
+            return None
+    if request.through == "s9":
+        bundle = path_for("validation_bundle_1B", manifest_fingerprint=fp)
+        if not (storage.is_published(bundle) and storage.exists(bundle + FLAG_NAME)
+                and storage.exists(report_path("s9", **tokens))):
+            return None
+    summary = RunSummary(**storage.read_json(summary_rel))
+    return summary if summary.passed in (True, None) else None
+
+
+def _generated_fingerprint(storage: Storage, request: RunRequest, parameter_hash: str) -> str | None:
+    """The manifest_fingerprint ``run`` would generate its catalogue under (None: tile weights missing)."""
+    from segment1b.generator import generator_parameters, manifest_fingerprint
+
+    from .generate import catalogue_countries, countries_from_places
+
+    try:
+        eligible = catalogue_countries(storage, parameter_hash)
+    except Segment1BError:
+        return None
+    return manifest_fingerprint(generator_parameters(request.scale, request.seed, countries_from_places(eligible)))
+
+
+def _print_complete(summary: RunSummary, out) -> None:
+    ident = summary.identity
+    print(f"run: everything of this run is already published (run_id {ident['run_id']}, seed {ident['seed']}, "
+          f"fingerprint {ident['manifest_fingerprint']}, parameter_hash {ident['parameter_hash']}); nothing to "
+          "do, nothing written", file=out)
+    for name, url in summary.outputs.items():
+        print(f"  {name}: {url}", file=out)
+    if summary.passed:
+        print("PASS  _passed.flag already published (`segment1b verify-flag` re-checks the files)", file=out)
+
+
+def _memory_needs(storage: Storage, request: RunRequest, parameter_hash: str | None = None) -> list[Need]:
+    """The largest units of the run that do not shrink with the memory limit (jobs/footprint.py).
+
+    Parts: from the scale (or the given catalogue's row count).  With the tile weights published: S9's
+    plan recomputation of the country with the most weighted tiles.
+    """
+    needs: list[Need] = []
+    if request.through != "s3":
+        sites = expected_sites(request.scale) if request.fingerprint is None else \
+            _catalogue_rows(storage, request.seed, request.fingerprint)
+        if sites:
+            needs.append(part_need(largest_part(sites, request.part_sites)))
+    if request.through == "s9" and parameter_hash is not None:
+        s2 = report_path("s2", parameter_hash=parameter_hash)
+        countries = storage.read_json(s2).get("countries", []) if storage.exists(s2) else []
+        # S2 reports record weighted tiles since issue #14; older ones only rows, which over-state them (4.5x
+        # for Russia at 30"): their plan need is left to the pause watchdog rather than guessed
+        countries = [c for c in countries if "weighted_tiles" in c]
+        if countries:
+            top = max(countries, key=lambda c: (c["weighted_tiles"], c["country_iso"]))
+            needs.append(plan_need(top["country_iso"], top["weighted_tiles"]))
+    return needs
+
+
+def _memory_step(request: RunRequest) -> str:
+    return (f"a run of scale {request.scale}" if request.fingerprint is None else "a run of this catalogue") + \
+        f" with parts of {request.part_sites:_} sites".replace("_", " ")
+
+
+def _catalogue_rows(storage: Storage, seed: int, fingerprint: str) -> int:
+    """Rows of a published outlet catalogue, from its part footers (0 when it is not published)."""
+    rel = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=fingerprint)
+    if not storage.is_published(rel):
+        return 0
+    return sum(storage.parquet_metadata(p, dataset_id="outlet_catalogue").num_rows for p in storage.parquet_parts(rel))
 
 
 def prepared_grid(prepared: dict[str, Any]):
@@ -265,13 +403,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run the segment S0-S9 end to end (prepares and generates what is missing)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_root_options(p)
-    p.add_argument("--seed", type=int, required=True, help="u64 seed of the run")
+    p.add_argument("--seed", type=argtypes.seed, required=True, help="u64 seed of the run")
     p.add_argument("--scale", default="reference", choices=sorted(SCALES),
                    help="outlet catalogue scale to generate (default reference, ~32 200 outlets)")
-    p.add_argument("--fingerprint", default=None, help="use the published outlet catalogue with this "
-                   "manifest_fingerprint instead of generating one")
-    p.add_argument("--grid", default=None, help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster "
-                   "defines its own grid)")
+    p.add_argument("--fingerprint", type=argtypes.hex64, default=None,
+                   help="use the published outlet catalogue with this manifest_fingerprint instead of generating one")
+    p.add_argument("--grid", type=argtypes.grid_name, default=None,
+                   help="named grid: 30s, 1m, 2.5m, 5m (default 5m; a --raster defines its own grid)")
     p.add_argument("--raster", default=None, help="population GeoTIFF (lon/lat), enables basis population")
     p.add_argument("--countries", default=None, help="country polygons (GeoParquet/GeoPackage/Shapefile); default "
                    "the embedded Natural Earth 10 m countries")
@@ -280,7 +418,7 @@ def register(subparsers) -> None:
                    help="tile weight basis (default population with --raster, else population_proxy)")
     p.add_argument("--dp", type=int, default=8, help="decimal places of the fixed-point weights (default 8)")
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
-    p.add_argument("--part-sites", type=int, default=PlaceConfig.part_sites,
+    p.add_argument("--part-sites", type=argtypes.positive_int, default=PlaceConfig.part_sites,
                    help="sites per output part of S4-S8 (layout constant; default 2^18)")
     add_lease_options(p)
     add_cluster_options(p)
@@ -295,9 +433,13 @@ def main(args: argparse.Namespace, out=None) -> int:
     request = RunRequest(seed=args.seed, scale=args.scale, grid=grid, raster=args.raster, countries=args.countries,
                          iso_column=args.iso_column, basis=args.basis, dp=args.dp, fingerprint=args.fingerprint,
                          through=args.through, part_sites=args.part_sites)
+    done = completed_run(storage_from_args(args), request)
+    if done is not None:  # no cluster, nothing written: a complete run on a read-only root passes
+        _print_complete(done, out)
+        return 0
     with open_session(args, out=out) as (storage, client):
         try:
-            summary = run_pipeline(storage, client, request, out=out)
+            summary = _run(storage, client, request, out)
         except Segment1BError as exc:
             print(f"\nFAIL  {exc.code}", file=out)
             raise

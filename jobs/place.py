@@ -54,11 +54,12 @@ from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .place_progress import (adopt_finished_parts, drop_progress, expected_files, finished_parts, part_records,
                              progress_folder, recorded_parts)
+from .footprint import worker_memory as _worker_memory
 from .refcache import country_geometry
 from .runtime import (StateReport, country_timings, gather, has_receipt, task_key, timed,
                       token_of, write_run_report)
 from .tiles import RowGroupRef, country_row_groups, iter_country, tiles_present
-from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
+from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, plan_parts, plan_units
 
 __all__ = ["PlaceConfig", "run_place", "STATES", "DATASET_OF"]
 
@@ -505,18 +506,21 @@ def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countri
 
 
 def _memory_bound_sites(client) -> int:
-    """Largest unit (sites) whose peak fits a quarter of a worker's memory limit per thread.
+    """Largest unit (sites) whose peak fits a quarter of a worker thread's share of its usable memory.
 
-    A worker runs one unit per thread at a time, so its limit is shared by its threads; the smallest
-    share over the workers decides.  The rest of the limit is left for the process itself (imports,
-    reference polygons), results waiting for their part writer and Dask's spill/pause thresholds.
+    Usable: what is left of the memory limit below the pause fraction once the worker's own floor is
+    taken (jobs.footprint.unit_budget), so units follow the limit that is given (issue #14).  A worker
+    runs one unit per thread at a time, so the rest is shared by its threads; the smallest share over the
+    workers decides.  The other three quarters are left for results waiting for their part writer and for
+    the writer itself.
     """
-    shares = [(w.get("memory_limit") or 0) / max(int(w.get("nthreads") or 1), 1)
-              for w in client.scheduler_info()["workers"].values()]
-    shares = [x for x in shares if x]
-    if not shares:
+    from .footprint import unit_budget
+
+    budgets = [unit_budget(limit, threads, pause) for limit, threads, pause in client.run(_worker_memory).values()
+               if limit]
+    if not budgets:
         return 10**9
-    return max(1_000, int(min(shares) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE))
+    return max(1_000, int(min(budgets) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE))
 
 
 def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any], expected) -> dict[str, str]:

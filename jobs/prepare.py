@@ -62,9 +62,11 @@ from segment1b.lease import Lease, sweep_when_idle
 from segment1b.storage import StagedFile, Storage, canonical_json, part_name, write_parquet_bytes
 from segment1b.contracts import dataset as dataset_spec
 
+from .footprint import check_memory, prepare_needs
 from .runtime import StateReport, gather, publish, task_key, timed, token_of, write_run_report
 
-__all__ = ["prepare", "register", "check_published_weights", "PARQUET_ENCODINGS", "DATASETS"]
+__all__ = ["prepare", "register", "check_published_weights", "resolve_inputs", "ResolvedInputs", "PARQUET_ENCODINGS",
+           "DATASETS"]
 
 DATASETS = ("tile_index", "tile_bounds", "tile_weights")
 # Per-column Parquet encodings, measured on a Russian 30" unit (7.1 M rows; benchmarks/bench_prepare.py
@@ -250,6 +252,7 @@ def s2_country_task(
         "bytes": sum(f.size for f in files),
         "files": files,
         "weight_sum": int(weights.sum(dtype=np.uint64)),
+        "weighted_tiles": int(np.count_nonzero(weights)),  # what S9's plan recomputation holds (jobs.footprint)
         **land_stats,
     }
 
@@ -342,6 +345,58 @@ def _cleanup(storage: Storage, staging: dict[str, str]) -> None:
 # -- the job -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """What prepare works from: the grid, the polygons, the population source and the parameters."""
+
+    grid: Grid
+    polys: refdata.Countries
+    places: refdata.Places | None
+    proxy: ProxyParams | None
+    basis: str
+    params: SegmentParameters
+
+
+def resolve_inputs(*, grid: str | Grid | None = None, countries: str | None = None, raster: str | None = None,
+                   basis: str | None = None, dp: int = 8, iso_column: str | None = None) -> ResolvedInputs:
+    """Resolve prepare's inputs and their ``parameter_hash`` (reads the inputs; writes nothing).
+
+    ``segment1b run`` uses it to find out, before anything is written, whether a run is already complete.
+
+    Raises
+    ------
+    Segment1BError
+        E001-E009 for unreadable or invalid inputs, E105 for an unknown basis, E104 for dp.
+    """
+    the_grid = resolve_grid(grid, raster)
+    basis = basis or ("population" if raster else "population_proxy")
+    if basis not in WEIGHT_BASES:
+        raise InputError(
+            "E105_NORMALIZATION", f"weight basis {basis!r} unknown; choose one of {WEIGHT_BASES}"
+        )
+    if basis == "population" and raster is None:
+        raise InputError(
+            "E002_RASTER_MISMATCH",
+            "basis 'population' needs a population raster (--raster)",
+            hint="give --raster pop.tif, or use --basis population_proxy",
+        )
+    polys = refdata.load_countries(countries, iso_column) if countries else refdata.default_countries()
+    places = refdata.default_places() if basis == "population_proxy" else None
+    proxy = ProxyParams() if basis == "population_proxy" else None
+    population_sha = (
+        places.sha256 if places is not None else refdata.file_sha256(raster) if basis == "population" else ""
+    )
+    params = SegmentParameters(
+        grid=the_grid.to_params(),
+        countries_sha256=polys.sha256,
+        basis=basis,
+        dp=dp,
+        population_sha256=population_sha,
+        proxy=proxy.canonical() if proxy else {},
+    )
+    return ResolvedInputs(the_grid, polys, places, proxy, basis, params)
+
+
 def prepare(
     storage: Storage,
     client,
@@ -395,32 +450,10 @@ def prepare(
     """
     out = out if out is not None else sys.stdout
     t_start = time.perf_counter()
-    the_grid = resolve_grid(grid, raster)
-    basis = basis or ("population" if raster else "population_proxy")
-    if basis not in WEIGHT_BASES:
-        raise InputError(
-            "E105_NORMALIZATION", f"weight basis {basis!r} unknown; choose one of {WEIGHT_BASES}"
-        )
-    if basis == "population" and raster is None:
-        raise InputError(
-            "E002_RASTER_MISMATCH",
-            "basis 'population' needs a population raster (--raster)",
-            hint="give --raster pop.tif, or use --basis population_proxy",
-        )
-    polys = refdata.load_countries(countries, iso_column) if countries else refdata.default_countries()
-    places = refdata.default_places() if basis == "population_proxy" else None
-    proxy = ProxyParams() if basis == "population_proxy" else None
-    population_sha = (
-        places.sha256 if places is not None else refdata.file_sha256(raster) if basis == "population" else ""
-    )
-    params = SegmentParameters(
-        grid=the_grid.to_params(),
-        countries_sha256=polys.sha256,
-        basis=basis,
-        dp=dp,
-        population_sha256=population_sha,
-        proxy=proxy.canonical() if proxy else {},
-    )
+    resolved = resolve_inputs(grid=grid, countries=countries, raster=raster, basis=basis, dp=dp,
+                              iso_column=iso_column)
+    the_grid, polys, places, proxy, basis, params = (resolved.grid, resolved.polys, resolved.places, resolved.proxy,
+                                                     resolved.basis, resolved.params)
     ph = params.parameter_hash
     targets = {ds: path_for(ds, parameter_hash=ph) for ds in DATASETS}
     reports = {s: report_path(s, parameter_hash=ph) for s in ("s1", "s2")}
@@ -447,7 +480,8 @@ def prepare(
         return _prepare_leased(storage, client, lease, the_grid=the_grid, polys=polys, places=places, proxy=proxy,
                                params=params, basis=basis, dp=dp, raster=raster, require=require,
                                unit_cells=unit_cells, targets=targets, summary=summary,
-                               population_sha=population_sha, t_start=t_start, out=out, show_progress=show_progress)
+                               population_sha=params.population_sha256, t_start=t_start, out=out,
+                               show_progress=show_progress)
 
 
 def _already_published(summary: dict[str, Any], t_start: float, out) -> dict[str, Any]:
@@ -475,6 +509,8 @@ def _prepare_leased(storage: Storage, client, lease: Lease, *, the_grid: Grid, p
         f"{len(units)} units, basis {basis}, dp {dp}, parameter_hash {ph[:16]}...",
         file=out,
     )
+    # units are a layout constant: a worker that cannot hold the largest would pause for good (issue #14)
+    check_memory(client, prepare_needs(units), step=f"prepare on the {the_grid.name} grid")
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
 
     reset_worker_memory_peaks(client)
@@ -620,6 +656,7 @@ def _prepare_leased(storage: Storage, client, lease: Lease, *, the_grid: Grid, p
                 "rows": r["rows"],
                 "mass": r["mass"],
                 "weight_sum": r.get("weight_sum", 0),
+                "weighted_tiles": r["weighted_tiles"],
                 "zero_mass_fallback": r["zero_mass_fallback"],
                 **{k: r[k] for k in ("land_area_m2", "partial_tiles", "tiles_below_min_land_share") if k in r},
                 "seconds": round(r.get("_wall_s", 0.0), 4),
@@ -632,7 +669,7 @@ def _prepare_leased(storage: Storage, client, lease: Lease, *, the_grid: Grid, p
             "basis": basis,
             "dp": dp,
             "K": 10**dp,
-            "population_sha256": population_sha,
+            "population_sha256": params.population_sha256,
             "proxy": params.proxy,
             "places_dropped": places.dropped if places is not None else {},
             "zero_mass_fallback_countries": [r["country_iso"] for r in s2_rows if r["zero_mass_fallback"]],
@@ -783,6 +820,7 @@ def _ids(table, iso: str) -> np.ndarray:
 
 def register(subparsers) -> None:
     """Add ``segment1b prepare``."""
+    from . import argtypes
     from .session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser(
@@ -791,8 +829,9 @@ def register(subparsers) -> None:
     add_root_options(p)
     p.add_argument(
         "--grid",
-        choices=sorted(NAMED_GRIDS),
+        type=argtypes.grid_name,
         default=None,
+        metavar="|".join(NAMED_GRIDS),
         help="named world grid (30s = full scale); optional with --raster",
     )
     p.add_argument("--raster", default=None, metavar="POP.TIF", help="population GeoTIFF (defines the grid)")
@@ -816,7 +855,7 @@ def register(subparsers) -> None:
         metavar="ISO,ISO",
         help="countries that must get tiles (E103_ZERO_COUNTRY otherwise)",
     )
-    p.add_argument("--unit-cells", type=int, default=DEFAULT_UNIT_CELLS, help=argparse.SUPPRESS)
+    p.add_argument("--unit-cells", type=argtypes.positive_int, default=DEFAULT_UNIT_CELLS, help=argparse.SUPPRESS)
     add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)

@@ -90,8 +90,15 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
     (one live line on a terminal, one line per finished stage otherwise).  The first task that fails
     cancels the rest and its exception is raised here (contract failures keep their code and offending
     rows across the worker/client boundary).
+
+    Every state waits here, so this is where a run refuses to hang (issue #14): a
+    :class:`cluster.PauseWatchdog` fails the wait with ``C201_WORKERS_PAUSED`` when a worker stays paused
+    for ``segment1b.cluster.pause-timeout`` seconds while no task finishes, and a lost scheduler is
+    ``C202_SCHEDULER_LOST`` (both :class:`cluster.ClusterRunError`, exit 4).
     """
     from distributed import as_completed
+
+    from cluster import ClusterOptions, PauseWatchdog, scheduler_lost
 
     out = out if out is not None else sys.stdout
     results: dict[str, Any] = {}
@@ -111,30 +118,51 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
         parts = "  ".join(f"{s} {done[s]}/{n}" for s, n in totals.items())
         return f"  {label:<10} {parts}  {time.perf_counter() - t0:6.1f}s"
 
+    # on a stall the watchdog cancels the futures: that wakes the loop, which raises the watchdog's error
+    watchdog = PauseWatchdog(client, lambda: client.cancel(list(futures.values())),
+                             timeout=ClusterOptions().pause_timeout)
     try:
-        for fut in as_completed(list(futures.values())):
-            if fut.status == "error":
-                raise fut.exception()
-            key = by_future[fut]
-            if fetch is None or key in fetch:
-                results[key] = fut.result()
-            finished += 1
-            stage = stage_of[key]
-            done[stage] += 1
-            if not show:
-                continue
-            now = time.perf_counter()
-            if tty and (now - last > 0.2 or finished == len(futures)):
-                last = now
-                print("\r" + line(), end="\n" if finished == len(futures) else "", file=out, flush=True)
-            elif not tty and done[stage] == totals[stage]:
-                print(f"  {stage:<22} {totals[stage]} tasks done at {now - t0:6.1f}s", file=out, flush=True)
-    except BaseException:
-        client.cancel(list(futures.values()))
+        with watchdog:
+            for fut in as_completed(list(futures.values())):
+                if watchdog.error is not None:
+                    raise watchdog.error
+                if fut.status == "error":
+                    raise fut.exception()
+                key = by_future[fut]
+                if fetch is None or key in fetch or fut.status == "cancelled":
+                    results[key] = fut.result()  # a cancelled future raises here (a lost scheduler: below)
+                watchdog.progress()
+                finished += 1
+                stage = stage_of[key]
+                done[stage] += 1
+                if not show:
+                    continue
+                now = time.perf_counter()
+                if tty and (now - last > 0.2 or finished == len(futures)):
+                    last = now
+                    print("\r" + line(), end="\n" if finished == len(futures) else "", file=out, flush=True)
+                elif not tty and done[stage] == totals[stage]:
+                    print(f"  {stage:<22} {totals[stage]} tasks done at {now - t0:6.1f}s", file=out, flush=True)
+    except Exception as error:
+        _cancel_quietly(client, futures)
         if show and tty:
             print(file=out)
+        lost = scheduler_lost(client, error)
+        if lost is not None:
+            raise lost from error
+        raise
+    except BaseException:  # KeyboardInterrupt: cancel, and let it through as it is
+        _cancel_quietly(client, futures)
         raise
     return results
+
+
+def _cancel_quietly(client, futures: Mapping[str, Any]) -> None:
+    """Cancel the futures of a failed wait (nothing to cancel when the scheduler is gone)."""
+    try:
+        client.cancel(list(futures.values()))
+    except Exception:  # noqa: BLE001 - the wait's own error is the one to report
+        pass
 
 
 def publish(storage: Storage, dataset_id: str, staging_rel: str, *, expected: Iterable[StagedFile],

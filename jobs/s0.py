@@ -153,13 +153,15 @@ def _without_time(receipt: dict) -> bytes:
 
 def register(subparsers) -> None:
     """``segment1b gate``: check an upstream bundle's PASS flag and write the S0 receipt."""
+    from jobs import argtypes
     from jobs.session import add_lease_options, add_root_options
 
     p = subparsers.add_parser("gate", help="S0: verify the upstream PASS flag of an outlet catalogue",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_root_options(p)
-    p.add_argument("--fingerprint", required=True, metavar="HEX64", help="manifest_fingerprint of the catalogue")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--fingerprint", type=argtypes.hex64, required=True, metavar="HEX64",
+                   help="manifest_fingerprint of the catalogue")
+    p.add_argument("--seed", type=argtypes.seed, default=None,
                    help="also check this seed's outlet_catalogue partition against the digest the bundle records")
     add_lease_options(p)
     p.set_defaults(func=_main)

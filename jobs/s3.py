@@ -174,7 +174,7 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
     ------
     InputError
         ``E301`` (from S0), ``E302``, ``E303``, ``E304``, ``E305``, ``E306``, ``E308``, ``E314``: see
-        :mod:`segment1b.s3_requirements`.  Nothing is published.
+        :mod:`segment1b.s3_requirements`; ``E311`` for a catalogue without rows.  Nothing is published.
     BusyError
         ``E_LEASE_BUSY`` when another run holds the fingerprint's lease for longer than ``storage.lease_wait``.
     """
@@ -219,6 +219,11 @@ def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, co
     failure = first_failure([f for _, _, f in footers if f is not None])
     if failure is not None:
         raise failure
+    if not any(n for _, sizes, _ in footers for n in sizes):  # issue #14: refused before anything is staged
+        raise InputError("E311_EMPTY_CATALOGUE", f"the outlet_catalogue partition has 0 rows in {len(parts)} part "
+                         "files: there are no sites to place", dataset="outlet_catalogue",
+                         path=storage.url(catalogue), hint="check the upstream export (seed and "
+                         "manifest_fingerprint of the catalogue); S3 publishes nothing for an empty catalogue")
     units = plan_read_units([(rel, sizes) for rel, sizes, _ in footers], unit_rows)
     t = lap("footers", t)
 
@@ -305,14 +310,16 @@ def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) 
 
 def register(subparsers) -> None:
     """``segment1b requirements``: S0 + S3 for one catalogue against prepared tile weights."""
+    from jobs import argtypes
     from jobs.session import add_cluster_options, add_lease_options, add_root_options
 
     p = subparsers.add_parser("requirements", help="S0 gate + S3 requirements for an outlet catalogue",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_root_options(p)
-    p.add_argument("--seed", type=int, required=True, help="seed of the catalogue partition")
-    p.add_argument("--fingerprint", required=True, metavar="HEX64", help="manifest_fingerprint of the catalogue")
-    p.add_argument("--parameter-hash", required=True, metavar="HEX64",
+    p.add_argument("--seed", type=argtypes.seed, required=True, help="seed of the catalogue partition")
+    p.add_argument("--fingerprint", type=argtypes.hex64, required=True, metavar="HEX64",
+                   help="manifest_fingerprint of the catalogue")
+    p.add_argument("--parameter-hash", type=argtypes.hex64, required=True, metavar="HEX64",
                    help="the prepared tile weights (countries with weights) and the output partition")
     add_lease_options(p)
     add_cluster_options(p)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 from segment1b.storage import Storage
+
+from .argtypes import cluster_option, seconds, storage_options
 
 __all__ = ["add_root_options", "add_lease_options", "add_cluster_options", "storage_from_args", "open_session"]
 
@@ -16,7 +17,7 @@ __all__ = ["add_root_options", "add_lease_options", "add_cluster_options", "stor
 def add_root_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, metavar="D",
                    help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
-    p.add_argument("--storage-options", default=None, metavar="JSON",
+    p.add_argument("--storage-options", type=storage_options, default=None, metavar="JSON",
                    help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
 
 
@@ -25,7 +26,7 @@ def add_lease_options(p: argparse.ArgumentParser) -> None:
     from segment1b.lease import DEFAULT_WAIT_SECONDS
 
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--lease-wait", type=_seconds, default=None, metavar="SECONDS",
+    g.add_argument("--lease-wait", type=seconds, default=None, metavar="SECONDS",
                    help="when another run is publishing the same work on this data root, wait this long for it "
                         "(then this run finds its work published); default: Dask config segment1b.lease.wait, else "
                         f"{DEFAULT_WAIT_SECONDS:g}; exit 75 (E_LEASE_BUSY) if it is still busy")
@@ -33,30 +34,23 @@ def add_lease_options(p: argparse.ArgumentParser) -> None:
                    help="refuse at once (exit 75, E_LEASE_BUSY) when another run is publishing the same work")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (default: a LocalCluster sized to this machine)")
-    g.add_argument("--scheduler", default=None, metavar="ADDR", help="address of an existing Dask scheduler "
-                   "(tcp://host:8786 or tls://...)")
+    g.add_argument("--scheduler", type=cluster_option("scheduler"), default=None, metavar="ADDR",
+                   help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
     g.add_argument("--scheduler-file", default=None, metavar="FILE", help="scheduler file of an existing cluster")
-    g.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
-    g.add_argument("--threads-per-worker", type=int, default=None, help="LocalCluster threads per worker")
-    g.add_argument("--memory-limit", default=None, help="LocalCluster memory limit per worker (e.g. 4GiB)")
+    # checked while parsing by the validators of cluster.options.OPTIONS (exit 2), normalised by ClusterOptions
+    g.add_argument("--workers", type=cluster_option("n_workers"), default=None, help="LocalCluster worker processes")
+    g.add_argument("--threads-per-worker", type=cluster_option("threads_per_worker"), default=None,
+                   help="LocalCluster threads per worker")
+    g.add_argument("--memory-limit", type=cluster_option("memory_limit"), default=None,
+                   help="LocalCluster memory limit per worker (e.g. 4GiB)")
 
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
-    opts = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
+    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes)."""
     wait, ttl = lease_settings(getattr(args, "lease_wait", None))
-    return Storage(args.data_root, opts, lease_wait=wait, lease_ttl=ttl)
+    return Storage(args.data_root, getattr(args, "storage_options", None) or None, lease_wait=wait, lease_ttl=ttl)
 
 
 def lease_settings(wait: float | None = None) -> tuple[float, float]:

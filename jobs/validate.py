@@ -60,6 +60,7 @@ from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
 from segment1b.storage import Storage
 
+from . import argtypes
 from .parameters import load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
                     parquet_from_bytes, read_catalogue_keys, read_merchant_range, token_values)
@@ -859,7 +860,7 @@ def register(sub) -> None:
                        "Exits 3 and prints the failing codes when a check fails.")
     add_root_options(p)
     add_identity_options(p)
-    p.add_argument("--parameter-hash", default=None, metavar="H",
+    p.add_argument("--parameter-hash", type=_hex64, default=None, metavar="H",
                    help="parameter_hash to validate (needed only when several were run for the "
                    "seed/fingerprint)")
     p.add_argument("--plan-sample", type=_count, default=PLAN_SAMPLE, metavar="N",
@@ -876,22 +877,8 @@ def add_identity_options(p: argparse.ArgumentParser) -> None:
                    help="manifest_fingerprint (64 hex)")
 
 
-def _seed(text: str) -> int:
-    if not TOKEN_PATTERNS["seed"].match(text) or int(text) >= 2**64:
-        raise argparse.ArgumentTypeError(f"seed must be a decimal u64 without leading zeros, got {text!r}")
-    return int(text)
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
-    return int(text)
-
-
-def _hex64(text: str) -> str:
-    if not TOKEN_PATTERNS["manifest_fingerprint"].match(text):
-        raise argparse.ArgumentTypeError(f"expected 64 lowercase hex characters, got {text!r}")
-    return text
+# argparse types shared by every command (issue #14: one rule per flag, from the contract's constants)
+_seed, _count, _hex64 = argtypes.seed, argtypes.count, argtypes.hex64
 
 
 def main(args: argparse.Namespace, out=None, err=None) -> int:
@@ -900,8 +887,6 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    if args.parameter_hash is not None:
-        _hex64(args.parameter_hash)
     scope = path_for("lease_segment", manifest_fingerprint=args.fingerprint)  # one writer of the bundle at a time
     with open_session(args, out=out) as (storage, client), storage.lease(scope, out=out):
         result = run_s9(storage, client, args.seed, args.fingerprint, parameter_hash=args.parameter_hash,

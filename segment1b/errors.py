@@ -42,6 +42,7 @@ FAILURE_CODES: dict[str, str] = {
     "E308_UNSORTED": "input rows are not in the contract's writer-sort order",
     "E309_VALUE_RANGE": "input value out of its contract range",
     "E310_PARAMETER_HASH_MISMATCH": "parameter_hash does not match the parameters of the inputs",
+    "E311_EMPTY_CATALOGUE": "the outlet catalogue partition holds no rows: there is nothing to place",
     "E314_SITE_ORDER_INTEGRITY": "site_order is not exactly 1..n within a (merchant, country) pair",
     # S4 allocation (contract §6)
     "E404_ALLOCATION_MISMATCH": "allocated sites do not sum to n_sites",

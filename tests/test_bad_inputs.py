@@ -134,6 +134,8 @@ CATALOGUE_CASES = [
     ("duplicate primary key", lambda: split(catalogue(PAIRS + [(2**64 - 1, "US", 1)]), [11]),
      "E314_SITE_ORDER_INTEGRITY", f"row=0 merchant_id={2**64 - 1} legal_country_iso='US' site_order=1 "
      "problem='duplicate site_order'"),
+    # issue #14: an empty catalogue got as far as publishing an empty s3_requirements, then E_PUBLISH_IO
+    ("empty catalogue", lambda: [catalogue([]), catalogue([])], "E311_EMPTY_CATALOGUE", "0 rows in 2 part files"),
 ]
 
 
@@ -425,6 +427,15 @@ def test_run_cli_overflow_in_s4_exits_3(client, storage, world_countries, capsys
     nothing_visible(storage, *PLACE, **run_tokens(storage))
 
 
+def test_run_cli_empty_catalogue_exits_3_and_publishes_nothing(client, storage, world_countries, capsys):
+    publish_catalogue(storage, [catalogue([])])
+    assert cli_main(run_argv(storage, client, world_countries)) == EXIT_CONTRACT_FAILURE
+    err = capsys.readouterr().err
+    assert "FAILED E311_EMPTY_CATALOGUE" in err and "E_PUBLISH_IO" not in err, err
+    nothing_visible(storage, "s3_requirements", *PLACE, **run_tokens(storage))
+    assert not storage.exists(report_path("s3", **run_tokens(storage)))
+
+
 def test_run_cli_corrupt_s6_part_in_s7_exits_3(client, storage, world_countries, capsys):
     from jobs.pipeline import RunRequest, run_pipeline
 
@@ -442,3 +453,87 @@ def test_run_cli_corrupt_s6_part_in_s7_exits_3(client, storage, world_countries,
     assert "FAILED E305_PARQUET_UNREADABLE" in err and rel in err
     nothing_visible(storage, "s7_site_synthesis", **tokens)
     nothing_visible(storage, "site_locations", seed=SEED, manifest_fingerprint=FP)
+
+
+# -- the command line: bad values are usage errors (exit 2) before any work (issue #14, item 5) ----------
+
+PH_OK = "ef" * 32
+# a minimal valid command line of every command ({root} is the data root)
+COMMAND_LINES = {
+    "run": ["--seed", "42"],
+    "prepare": ["--grid", "30m"],
+    "generate": ["--seed", "42"],
+    "gate": ["--fingerprint", FP],
+    "requirements": ["--seed", "42", "--fingerprint", FP, "--parameter-hash", PH_OK],
+    "validate": ["--seed", "42", "--fingerprint", FP],
+    "verify-flag": ["--seed", "42", "--fingerprint", FP],
+    "export": ["--seed", "42", "--fingerprint", FP, "--geoparquet", "out.parquet"],
+    "map": ["--seed", "42", "--fingerprint", FP],
+    "report": ["--seed", "42", "--fingerprint", FP],
+}
+# flag -> bad values and words the usage error must show
+BAD_VALUES = {
+    "--seed": [("-1", "decimal u64"), ("18446744073709551616", "decimal u64"), ("4x", "decimal u64")],
+    "--fingerprint": [("../..", "64 lowercase hex"), ("AB" * 32, "64 lowercase hex")],
+    "--parameter-hash": [("../..", "64 lowercase hex")],
+    "--grid": [("7m", "unknown grid '7m'")],
+    "--storage-options": [("{bad json", "JSON object"), ("[1,2]", "JSON object")],
+    "--part-sites": [("0", ">= 1"), ("-5", ">= 1")],
+    "--unit-cells": [("0", ">= 1")],
+    "--plan-sample": [("-1", ">= 0")],
+    "--workers": [("0", ">= 1"), ("two", ">= 1")],
+    "--threads-per-worker": [("0", ">= 1")],
+    "--memory-limit": [("lots", "a size like '4GiB'"), ("-1GB", "a size like '4GiB'")],
+    "--scheduler": [("udp://host:1", "protocol 'udp' is not supported")],
+}
+
+
+def _options_of_each_command() -> dict[str, set[str]]:
+    from jobs.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {name: {s for a in p._actions for s in a.option_strings} for name, p in sub.choices.items()}
+
+
+def _bad_command_lines():
+    options = _options_of_each_command()
+    assert set(options) == set(COMMAND_LINES)
+    for command, flags in sorted(options.items()):
+        for flag in sorted(flags & set(BAD_VALUES)):
+            for value, words in BAD_VALUES[flag]:
+                yield pytest.param(command, flag, value, words, id=f"{command} {flag} {value}")
+
+
+def test_every_value_flag_has_bad_values():
+    """Every option that takes a number, a token, a grid or JSON is in BAD_VALUES (so the next test covers it)."""
+    value_flags = {"--seed", "--fingerprint", "--parameter-hash", "--grid", "--storage-options", "--part-sites",
+                   "--unit-cells", "--plan-sample", "--workers", "--threads-per-worker", "--memory-limit",
+                   "--scheduler"}
+    assert value_flags == set(BAD_VALUES)
+    seen = set().union(*_options_of_each_command().values())
+    assert value_flags <= seen
+
+
+@pytest.mark.parametrize("command, flag, value, words", list(_bad_command_lines()))
+def test_bad_command_line_values_exit_2_before_any_work(command, flag, value, words, tmp_path, capsys, monkeypatch):
+    """Refused while parsing: exit 2 with the usage line and what was expected; no cluster, no data root."""
+    import cluster
+    import jobs.session
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started for a bad command line")
+
+    monkeypatch.setattr(cluster, "open_client", no_cluster)
+    monkeypatch.setattr(jobs.session, "open_session", no_cluster)
+    root = tmp_path / "root"
+    argv = [command, "--data-root", str(root), *COMMAND_LINES[command]]
+    if flag in argv:  # drop the valid value
+        del argv[argv.index(flag):argv.index(flag) + 2]
+    argv.append(f"{flag}={value}")  # "--seed=-1": argparse would take "-1" alone for an option
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: segment1b {command}" in err and f"argument {flag}" in err and words in err, err
+    assert "Traceback" not in err and not root.exists()

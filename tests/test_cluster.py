@@ -520,6 +520,77 @@ def test_errors_carry_codes_and_survive_pickling():
     assert all(code[:1] == "C" and code[1:4].isdigit() for code in CLUSTER_ERROR_CODES)
 
 
+# ------------------------------------------------------------------------------------------------
+# waiting without hanging (issue #14): paused workers, a lost scheduler
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("paused_since, last_progress, now, expected", [
+    ({}, 0.0, 100.0, []),                                 # nothing paused
+    ({"w1": 0.0}, 0.0, 59.9, []),                         # not for long enough yet
+    ({"w1": 0.0, "w2": 0.0}, 0.0, 60.0, ["w1", "w2"]),    # both paused, nothing finished (the S4 hang)
+    ({"w1": 0.0}, 0.0, 60.0, ["w1"]),                     # one paused holding the last task (the S9 hang)
+    ({"w1": 0.0}, 30.0, 60.0, []),                        # a task finished 30 s ago: the cluster moves
+    ({"w1": 0.0, "w2": 50.0}, 0.0, 60.0, ["w1"]),         # w2 paused only 10 s ago
+])
+def test_stall_rule(paused_since, last_progress, now, expected):
+    from cluster.watchdog import stalled_workers
+
+    assert stalled_workers(paused_since, last_progress, now, 60.0) == expected
+
+
+def _pause(dask_worker):
+    """Pause this worker through its own memory monitor, as a worker over distributed.worker.memory.pause is."""
+    memory = dask_worker.memory_manager
+    memory.memory_pause_fraction = 1e-9  # any process memory is above it
+    memory.memory_spill_fraction = memory.memory_target_fraction = False
+    return True
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(180)
+def test_workers_that_stay_paused_fail_the_wait_with_c201():
+    from distributed import LocalCluster, as_completed
+
+    from cluster import ClusterRunError, PauseWatchdog
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50,
+                      memory_limit="1GiB", scheduler_kwargs={"dashboard": False}) as local, \
+            distributed.Client(local) as client:
+        client.wait_for_workers(2)
+        client.run(_pause)
+        futures = client.map(operator.neg, range(8))
+        with PauseWatchdog(client, lambda: client.cancel(futures), timeout=2.0, poll=0.2) as watchdog:
+            finished = [f.status for f in as_completed(futures)]  # returns once the watchdog cancels
+        assert set(finished) == {"cancelled"}
+        error = watchdog.error
+        assert isinstance(error, ClusterRunError) and error.code == "C201_WORKERS_PAUSED", error
+        assert "2 of 2 workers stayed paused for 2 s" in error.message and "distributed.worker.memory.pause" in error.message
+        assert "--memory-limit" in error.hint and all(a in error.message for a in client.scheduler_info()["workers"])
+
+
+def test_a_lost_scheduler_is_c202_and_other_errors_are_not():
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    from cluster import scheduler_lost
+
+    class Client:  # what scheduler_lost reads of a client
+        status = "running"
+        scheduler = type("rpc", (), {"address": "tcp://10.0.0.1:8786"})()
+
+    for error in (CommClosedError("in <TCP>: Stream is closed"),
+                  FutureCancelledError("s4-write-000-1a2b3c4d", reason="scheduler-connection-lost")):
+        lost = scheduler_lost(Client(), error)
+        assert lost.code == "C202_SCHEDULER_LOST" and "tcp://10.0.0.1:8786" in lost.message, lost
+        assert "rerun the same command" in lost.hint
+    assert scheduler_lost(Client(), ValueError("a bug")) is None
+    assert scheduler_lost(Client(), FutureCancelledError("k", reason="cancelled by the user")) is None
+    assert scheduler_lost(Client(), OSError("disk full")) is None  # the client is still connected
+    Client.status = "connecting"
+    assert scheduler_lost(Client(), OSError("Timed out trying to connect")).code == "C202_SCHEDULER_LOST"
+
+
 def test_cluster_package_has_no_domain_imports():
     """cluster/ must not import segment1b or jobs (layering rule in DESIGN.md)."""
     import ast

@@ -67,6 +67,9 @@ def test_prepare_publishes_three_datasets_and_reports(storage, client, countries
     }
     assert {c["country_iso"] for c in s1["countries"]} >= {"AD", "BE", "FJ"}
     assert all(c["weight_sum"] == 10**8 for c in s2["countries"])
+    # what S9's plan recomputation holds per country (jobs.footprint): uniform weights, every tile weighted
+    assert {c["country_iso"]: c["weighted_tiles"] for c in s2["countries"]} == \
+        weights.to_pandas().groupby("country_iso")["weight_fp"].count().to_dict()
     assert s1["peak_worker_rss_max_bytes"] > 0 and s1["workers"] == 2
     # a rerun is a no-op that says so
     out = io.StringIO()

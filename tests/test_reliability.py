@@ -8,6 +8,7 @@ tiny generated catalogue (tests/runs.py); the memory test places one big country
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import resource
@@ -102,11 +103,11 @@ def _open_dir(path: str) -> str:
     return path
 
 
-def _cli_run(root: str, *, prefix=(), preexec=None, env=None) -> subprocess.CompletedProcess:
+def _cli_run(root: str, *, prefix=(), preexec=None, env=None, memory_limit="2GiB") -> subprocess.CompletedProcess:
     """`segment1b run` in a subprocess (its own LocalCluster, so the workers inherit its limits)."""
     argv = [*prefix, sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED),
             "--grid", runs.GRID, "--scale", runs.SCALE, "--workers", "2", "--threads-per-worker", "1",
-            "--memory-limit", "2GiB"]
+            "--memory-limit", memory_limit]
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=preexec,
                           env={**os.environ, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
 
@@ -215,6 +216,48 @@ def test_read_only_location_is_e_publish_io_naming_the_path(client):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _tree(root: str) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file and folder under ``root``: anything written changes it."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            st = os.lstat(os.path.join(d, name))
+            out[os.path.relpath(os.path.join(d, name), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_a_complete_run_on_a_read_only_root_is_a_no_op_that_passes(client):
+    """Issue #14: rerunning a complete run on a read-only data root wrote run_summary.json, the reports and
+    re-staged the S9 bundle (EROFS).  Now it finds everything published up front and writes nothing."""
+    prepared, _ = runs.prepared_root(client)
+    base = tempfile.mkdtemp(prefix="segment1b-complete-", dir="/tmp")
+    try:
+        root = runs.fresh_root(prepared, os.path.join(_open_dir(base), "root"), link=False)
+        assert runs.run(Storage(root), client).passed
+        before = _tree(root)
+        if os.geteuid() != 0:  # chmod -R a-w (root ignores permissions: _read_only mounts or drops to nobody)
+            for d, dirs, files in os.walk(root):
+                for name in files:
+                    os.chmod(os.path.join(d, name), 0o444)
+                for name in dirs:
+                    os.chmod(os.path.join(d, name), 0o555)
+        prefix, preexec, _ = _read_only(root, base)
+        env = None
+        if preexec is not None:
+            cache = _open_dir(os.path.join(base, "cache"))
+            env = {"SEGMENT1B_CACHE": cache, "HOME": cache, "MPLCONFIGDIR": cache}
+        proc = _cli_run(root, prefix=prefix, preexec=preexec, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "nothing to do, nothing written" in proc.stdout and "\nPASS" in proc.stdout, proc.stdout
+        assert "Dask" not in proc.stdout  # decided before any cluster started
+        assert _tree(root) == before
+    finally:
+        for d, dirs, _ in os.walk(base):
+            for name in dirs:
+                os.chmod(os.path.join(d, name), 0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_publish_onto_a_full_location_leaves_no_partial_file(tmp_path):
     """Storage level: a staged part that does not fit is E_PUBLISH_IO naming its path, with no partial file."""
     script = (
@@ -270,6 +313,70 @@ def test_a_contract_failure_raised_in_a_task_prints_its_code_dataset_and_rows_wi
     for noise in ("Compute Failed", "InputError(", "Traceback: "):
         assert noise not in err + proc.stdout, err[-3000:]
     assert err.count("E505_TILE_NOT_IN_INDEX") == 1, err[-3000:]
+# -- never hang silently (issue #14): paused workers, a lost scheduler, a small memory limit -------------
+
+PAUSE_AT_S4 = os.path.join(os.path.dirname(__file__), "data", "pause_at_s4.py")
+PLACED = ("s4_alloc_plan", "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis", "site_locations")
+
+
+def test_workers_paused_from_s4_on_end_the_run_with_c201_not_a_hang(client, tmp_path):
+    """Both workers pause (their memory monitor, as over distributed.worker.memory.pause) when S4 starts.
+
+    Before issue #14 the run waited forever; now the wait fails after segment1b.cluster.pause-timeout (5 s
+    here) with C201 and a hint, exit 4 (the subprocess timeout of _cli_run bounds the test).
+    """
+    prepared, _ = runs.prepared_root(client)
+    root = runs.fresh_root(prepared, str(tmp_path / "root"))
+    proc = _cli_run(root, env={"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([PAUSE_AT_S4]),
+                               "DASK_SEGMENT1B__CLUSTER__PAUSE_TIMEOUT": "5"})
+    err = proc.stderr
+    assert proc.returncode == 4, proc.stdout[-2000:] + err[-3000:]
+    assert "FAILED C201_WORKERS_PAUSED: 2 of 2 workers stayed paused for 5 s" in err, err[-3000:]
+    assert "hint: give the workers more memory (--memory-limit" in err and "Traceback" not in err, err[-3000:]
+    assert "[s4-s6 placement]" in proc.stdout and "[s7-s8 synthesis]" not in proc.stdout
+    _nothing_visible(Storage(root), PLACED)
+
+
+@pytest.mark.timeout(400)
+def test_a_small_memory_limit_ends_with_a_code_not_a_hang(client, tmp_path):
+    """300 MB per worker cannot hold a worker's own floor plus the largest unit: refused up front (C001)
+    with the minimum that works, before S1 runs; never a run that waits forever."""
+    prepared, _ = runs.prepared_root(client)
+    root = runs.fresh_root(prepared, str(tmp_path / "root"))
+    proc = _cli_run(root, memory_limit="300MB")
+    err = proc.stderr
+    assert proc.returncode == 4, proc.stdout[-2000:] + err[-3000:]
+    assert "FAILED C001_OPTION_INVALID" in err and "at least" in err and "Traceback" not in err, err[-3000:]
+    assert "[s0-s3 requirements]" not in proc.stdout
+    _nothing_visible(Storage(root), PLACED)
+
+
+@pytest.mark.timeout(400)
+def test_losing_the_scheduler_mid_run_is_c202_exit_4(client, tmp_path):
+    """The scheduler of a remote cluster is killed once S4-S6 has started: exit 4 with C202, no traceback."""
+    from cluster_fixtures import repo_env, start_cluster, wait_for_workers
+
+    prepared, _ = runs.prepared_root(client)
+    root = runs.fresh_root(prepared, str(tmp_path / "root"))
+    procs, _, address = start_cluster(tmp_path, n_workers=2, memory_limit="2GiB")
+    try:
+        wait_for_workers(address, 2)
+        argv = [sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED), "--grid",
+                runs.GRID, "--scale", runs.SCALE, "--scheduler", address]
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo_env(),
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+        seen = []
+        for line in run.stdout:  # wait for the state to start, then kill the scheduler
+            seen.append(line)
+            if line.startswith("[s4-s6 placement]"):
+                os.killpg(procs.procs[0][0].pid, signal.SIGKILL)
+                break
+        out, err = run.communicate(timeout=300)
+    finally:
+        procs.stop()
+    assert run.returncode == 4, "".join(seen) + out + err[-3000:]
+    assert "FAILED C202_SCHEDULER_LOST: lost the connection to the Dask scheduler at " + address in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
 
 
 # -- a small memory limit --------------------------------------------------------------------------------
@@ -315,12 +422,14 @@ def test_a_unit_too_big_for_the_memory_limit_is_split_and_no_worker_dies(tmp_pat
     """One country of 300 000 sites in one part, on workers of 1 GiB shared by 4 threads.
 
     Unsplit, its unit is estimated (UNIT_BYTES_PER_SITE) at more than the share of the limit of the thread
-    that would run it; the planner cuts it into units of at most a quarter of that share, S4-S9 run on the
+    that would run it; the planner cuts it into units of at most a quarter of that share (of what the limit
+    leaves below the pause fraction above the worker's floor, jobs.footprint.unit_budget), S4-S9 run on the
     same two worker processes from start to end (none is killed for memory and restarted) and S9 passes.
     Note: a unit larger than the whole limit cannot be shown here, because the part writer holds the whole
     part (about 300-430 bytes a site plus its inputs, docs/failure-codes.md): a part whose one-country unit
     exceeded the limit could not be written by such a worker whatever the units.
     """
+    from jobs.footprint import unit_budget
     from jobs.place import MEMORY_FRACTION_PER_UNIT, PlaceConfig, _memory_bound_sites, run_place
     from jobs.synthesis import run_s7_s8
     from jobs.units import UNIT_BYTES_PER_SITE, plan_parts, plan_units
@@ -345,7 +454,8 @@ def test_a_unit_too_big_for_the_memory_limit_is_split_and_no_worker_dies(tmp_pat
     try:
         c.wait_for_workers(2)
         budget = _memory_bound_sites(c)
-        assert budget == int(per_thread * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE) < BIG
+        # a quarter of a thread's share of what the limit leaves below the pause fraction above the floor
+        assert budget == int(unit_budget(limit, THREADS, 0.8) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE) < BIG
         before = c.run(os.getpid)
         out = io.StringIO()
         run_place(storage, c, ident, world.GRID, world.countries_sha256(), config=config, out=out)
