@@ -81,7 +81,8 @@ def test_reader_refuses_when_the_flag_does_not_vouch(copy, tamper, code):
         storage.write_bytes(egress + "part-99999.parquet",
                             storage.read_bytes(storage.parquet_parts(egress)[0]))
     elif tamper == "delete an RNG event part":
-        storage.remove(path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens) + "part-00001.jsonl")
+        events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
+        storage.remove(events + "part-00001.jsonl")
     elif tamper == "delete the RNG trace log":
         storage.remove(path_for("rng_trace_log", **ident.log_tokens))
     else:  # the last event of a part gone: the listing shows another size

@@ -1,6 +1,7 @@
 """S9 pure checks on literals: findings, the bundle format and its verification, logs, totals, receipts."""
 
 import json
+from operator import itemgetter
 
 import numpy as np
 import pytest
@@ -268,37 +269,37 @@ def test_part_surfaces_pass_and_sum_weights_per_country():
     summary = s9.check_part_surfaces(4, _surfaces(), f)
     assert f.to_list() == []
     assert summary == {"part": 4, "rows": {"tile_index": 3, "tile_bounds": 3, "tile_weights": 3},
-                       "weights": {"DE": {"sum": 1000, "dp": [3], "tiles": 2}, "FR": {"sum": 1000, "dp": [3], "tiles": 1}}}
+                       "weights": {"DE": {"sum": 1000, "dp": [3], "tiles": 2},
+                                   "FR": {"sum": 1000, "dp": [3], "tiles": 1}}}
     assert s9.check_weight_sums([summary["weights"]], 3, f) == {"countries": 2, "tiles": 3}
     assert f.to_list() == []
 
 
+def _gone(iso, tile, surface):
+    return {"part": 4, "country_iso": iso, "tile_id": tile, "missing_from": surface}
+
+
 @pytest.mark.parametrize("change,expected", [
-    ({"bounds": TILES[:1] + TILES[2:]}, [{"part": 4, "country_iso": "DE", "tile_id": 12, "missing_from": "tile_bounds"}]),
-    ({"index": TILES + [("FR", 6)]}, [{"part": 4, "country_iso": "FR", "tile_id": 6, "missing_from": "tile_bounds"},
-                                      {"part": 4, "country_iso": "FR", "tile_id": 6, "missing_from": "tile_weights"}]),
+    ({"bounds": TILES[:1] + TILES[2:]}, [_gone("DE", 12, "tile_bounds")]),
+    ({"index": TILES + [("FR", 6)]}, [_gone("FR", 6, "tile_bounds"), _gone("FR", 6, "tile_weights")]),
     ({"weights": [("DE", 10, 600), ("DE", 12, 400), ("FR", 7, 1000)]},
-     [{"part": 4, "country_iso": "FR", "tile_id": 5, "missing_from": "tile_weights"},
-      {"part": 4, "country_iso": "FR", "tile_id": 7, "missing_from": "tile_bounds"},
-      {"part": 4, "country_iso": "FR", "tile_id": 7, "missing_from": "tile_index"}]),
+     [_gone("FR", 5, "tile_weights"), _gone("FR", 7, "tile_bounds"), _gone("FR", 7, "tile_index")]),
     ({"bounds": [("DE", 10), ("FR", 12), ("FR", 5)]},  # same tile ids, another country
-     [{"part": 4, "country_iso": "DE", "tile_id": 12, "missing_from": "tile_bounds"},
-      {"part": 4, "country_iso": "FR", "tile_id": 12, "missing_from": "tile_index"},
-      {"part": 4, "country_iso": "FR", "tile_id": 12, "missing_from": "tile_weights"}]),
-    ({"weights": None}, [{"part": 4, "country_iso": c, "tile_id": t, "missing_from": "tile_weights"} for c, t in TILES]),
+     [_gone("DE", 12, "tile_bounds"), _gone("FR", 12, "tile_index"), _gone("FR", 12, "tile_weights")]),
+    ({"weights": None}, [_gone(c, t, "tile_weights") for c, t in TILES]),
 ])
 def test_part_surfaces_name_every_tile_missing_from_a_surface(change, expected):
     f = s9.Findings()
     s9.check_part_surfaces(4, _surfaces(**change), f)
     (item,) = f.to_list()
     assert item["code"] == "E102_FK_MISMATCH" and item["check"] == "surface_tiles"
-    assert sorted(item["examples"], key=lambda e: (e["country_iso"], e["tile_id"], e["missing_from"])) == expected
+    assert sorted(item["examples"], key=itemgetter("country_iso", "tile_id", "missing_from")) == expected
 
 
 def test_weight_sums_across_parts_dp_and_overflow():
     part = {"DE": {"sum": 600, "dp": [3], "tiles": 1}}
     f = s9.Findings()
-    s9.check_weight_sums([part, {"DE": {"sum": 400, "dp": [3], "tiles": 1}}], 3, f)  # a country over two parts
+    s9.check_weight_sums([part, {"DE": {"sum": 400, "dp": [3], "tiles": 1}}], 3, f)  # one country, two parts
     assert f.to_list() == []
     f = s9.Findings()
     s9.check_weight_sums([part, {"DE": {"sum": 400 + 12345, "dp": [3], "tiles": 1}}], 3, f)
@@ -310,7 +311,8 @@ def test_weight_sums_across_parts_dp_and_overflow():
     assert [e for i in f.to_list() for e in i["examples"]] == [{"country_iso": "DE", "dp_values": [3, 4]}]
     f = s9.Findings()
     s9.check_weight_sums([{"FR": {"sum": 10**4, "dp": [4], "tiles": 1}}], 3, f)
-    assert [e for i in f.to_list() for e in i["examples"]] == [{"country_iso": "FR", "dp": 4, "expected_dp": 3}]
+    assert [e for i in f.to_list() for e in i["examples"]] == [
+        {"country_iso": "FR", "dp": 4, "expected_dp": 3}]
     # exact sums beyond 2^64 (uint64 arithmetic would wrap to 10^dp)
     f = s9.Findings()
     big = _surfaces(weights=[("DE", 10, 2**63), ("DE", 12, 2**63 + 1000), ("FR", 5, 1000)])

@@ -252,7 +252,8 @@ def _plan(ident):
 
 
 def test_weights_changed_after_the_plan_is_e404_from_the_recomputation(fresh, client):
-    """Only an independent recomputation over the tile weights can see this: S4-S8 agree with each other."""
+    """S4-S8 agree with each other: the recomputation over the tile weights sees it, and so does the S2
+    receipt of tile_weights (issue 14)."""
     storage, ident = fresh
     plan = pq.read_table(storage.abspath(storage.parquet_parts(_plan(ident))[0])).to_pylist()
     pairs = [(r["merchant_id"], r["legal_country_iso"]) for r in plan]
@@ -275,7 +276,7 @@ def test_weights_changed_after_the_plan_is_e404_from_the_recomputation(fresh, cl
         fh.write(write_parquet_bytes(weights, dataset("tile_weights")))
     examples = failed(storage, client, ident, "E404_ALLOCATION_MISMATCH")
     result = run_s9(storage, client, ident.seed, FP, plan_sample=10**6, out=io.StringIO())
-    assert result.failed_codes == ["E404_ALLOCATION_MISMATCH"]  # nothing else can tell
+    assert result.failed_codes == ["E404_ALLOCATION_MISMATCH", "E911_FINALITY"]  # the sums still hold
     examples = [e for f in result.findings for e in f["examples"]]
     assert {"merchant_id": big["merchant_id"], "legal_country_iso": big["legal_country_iso"],
             "tile_id": big["tile_id"], "n_sites_tile": big["n_sites_tile"], "expected": 0} in \
@@ -345,7 +346,7 @@ def real_run(tmp_path_factory, client):
     storage = Storage(runs.fresh_root(prepared, str(tmp_path_factory.mktemp("real") / "root")))
     summary = runs.run(storage, client)
     assert summary.passed
-    return storage, resolve_identity(storage, summary.identity["seed"], summary.identity["manifest_fingerprint"])
+    return storage, resolve_identity(storage, runs.SEED, summary.identity["manifest_fingerprint"])
 
 
 @pytest.fixture
@@ -433,10 +434,12 @@ def test_the_bundle_lists_the_surfaces_and_every_log_part(real_run):
     inputs = {i["dataset"]: i for i in manifest["inputs"]}
     for ds, state in (("tile_index", "s1"), ("tile_bounds", "s1"), ("tile_weights", "s2")):
         rel = path_for(ds, parameter_hash=ident.parameter_hash)
-        assert inputs[ds]["partition_path"] == rel and inputs[ds]["sha256_hex"] == storage.partition_digest(rel)
+        assert inputs[ds]["partition_path"] == rel
+        assert inputs[ds]["sha256_hex"] == storage.partition_digest(rel)
         assert [f["path"] for f in inputs[ds]["files"]] == storage.list_files(rel)
         receipts = json.loads(storage.read_bytes(report_path(state, parameter_hash=ident.parameter_hash)))
-        assert {"partition_path": rel, "sha256_hex": inputs[ds]["sha256_hex"]} in receipts["determinism_receipt"]
+        receipt = {"partition_path": rel, "sha256_hex": inputs[ds]["sha256_hex"]}
+        assert receipt in receipts["determinism_receipt"]
     logs = {f["path"]: f for f in manifest["logs"]}
     expected = [path_for("rng_audit_log", **ident.log_tokens), path_for("rng_trace_log", **ident.log_tokens)]
     for label in (rng.S5_LABEL, rng.S6_LABEL):
@@ -455,7 +458,8 @@ def test_revalidating_a_pass_with_other_options_is_an_audit(real_copy, client, c
     s9_report = report_path("s9", **ident.tokens)
     before = {"report": storage.read_bytes(s9_report), "bundle": storage.partition_digest(_bundle_of(ident))}
     identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", fp]
-    assert cli_main(["validate", *identity, "--plan-sample", sample, "--scheduler", client.scheduler.address]) == 0
+    scheduler = ["--scheduler", client.scheduler.address]
+    assert cli_main(["validate", *identity, "--plan-sample", sample, *scheduler]) == 0
     out = capsys.readouterr().out
     assert "s9 audit PASS" in out
     # the run's report, bundle and flag are untouched; the audit is recorded beside them
@@ -477,7 +481,8 @@ def test_a_failing_audit_leaves_the_run_s_report_and_flag_alone(real_copy, clien
     fp = ident.manifest_fingerprint
     s9_report = report_path("s9", **ident.tokens)
     before = {"report": storage.read_bytes(s9_report), "bundle": storage.partition_digest(_bundle_of(ident))}
-    storage.remove(path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens) + "part-00000.jsonl")
+    events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
+    storage.remove(events + "part-00000.jsonl")
     identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", fp]
     assert cli_main(["validate", *identity, "--scheduler", client.scheduler.address]) == EXIT_CONTRACT_FAILURE
     assert "E901_ROW_MISSING" in capsys.readouterr().err

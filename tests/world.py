@@ -18,6 +18,7 @@ import pyarrow as pa
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
+from jobs.runtime import StateReport
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, SegmentParameters
@@ -83,8 +84,8 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
         west, east, south, north = GRID.bounds(tid)
         n = len(tid)
         bounds_parts.append(pa.table({
-            "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "west_lon": west, "east_lon": east,
-            "south_lat": south, "north_lat": north}))
+            "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "west_lon": west,
+            "east_lon": east, "south_lat": south, "north_lat": north}))
         index_parts.append(pa.table({
             "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "inclusion_rule": ["center"] * n,
             "raster_row": pa.array(rows, pa.uint32()), "raster_col": pa.array(cols, pa.uint32()),
@@ -94,18 +95,20 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
             "weight_fp": pa.array(weights_of(tid, dp), pa.uint64()), "dp": pa.array([dp] * n, pa.uint32()),
             "zero_mass_fallback": [False] * n}))
     receipts = {}
-    for ds, parts in (("tile_index", index_parts), ("tile_bounds", bounds_parts), ("tile_weights", weight_parts)):
+    surfaces = {"tile_index": index_parts, "tile_bounds": bounds_parts, "tile_weights": weight_parts}
+    for ds, parts in surfaces.items():
         target = path_for(ds, parameter_hash=ph)
         staging = storage.staging_path(target, "world")
         for i, t in enumerate(parts):
             storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset(ds), row_group_rows=64))
         receipts[ds] = {"partition_path": target, "sha256_hex": storage.publish(staging, target, ds)}
     # the S1/S2 run reports' determinism receipts (contract §11), which S9 checks the surfaces against
+    tiles = sum(t.num_rows for t in index_parts)
     for state, ds, names in (("s1", "tile_index", ("tile_index", "tile_bounds")),
                              ("s2", "tile_weights", ("tile_weights",))):
-        storage.write_json(report_path(state, parameter_hash=ph),
-                           {"state": state, "dataset": ds, "identity": {"parameter_hash": ph},
-                            "determinism_receipt": [receipts[n] for n in names]})
+        report = StateReport(state, ds, {"parameter_hash": ph}, rows=tiles,
+                             receipts=[receipts[n] for n in names])
+        storage.write_json(report_path(state, parameter_hash=ph), report.to_dict())
     gdf = gpd.GeoDataFrame({"country_iso": sorted(geoms)}, geometry=[geoms[k] for k in sorted(geoms)], crs="EPSG:4326")
     ref = path_for("reference_countries", countries_sha256=params.countries_sha256)
     storage.fs.makedirs(storage.abspath(ref.rsplit("/", 1)[0]), exist_ok=True)
