@@ -61,6 +61,7 @@ def _surface_checks(storage, client, parameter_hash: str) -> dict:
     from jobs.validate import _digest_task
     from jobs.validate_surfaces import submit_surface_tasks, surface_checks
     from segment1b import s9_validation as s9
+    from segment1b.contracts import path_for
     from segment1b.identity import SegmentParameters
 
     findings = s9.Findings()
@@ -68,20 +69,21 @@ def _surface_checks(storage, client, parameter_hash: str) -> dict:
     stages: dict = {}
     rels = submit_surface_tasks(storage, client, parameter_hash, "bench", futures, stages, findings)
     for n, rel in enumerate(sorted(rels.values())):
-        futures[task_key("s9", "digest", None, n, "bench")] = client.submit(
-            _digest_task, storage, rel, key=task_key("s9", "digest", None, n, "bench"), priority=-1)
+        key = task_key("s9", "digest", None, n, "bench")
+        futures[key] = client.submit(_digest_task, storage, rel, key=key, priority=-1)
+        stages[key] = "s9 digest"
     results = gather(client, futures, "s9", io.StringIO(), stages=stages)
     surface = [r for r in results.values() if r.get("kind") == "surface"]
     for r in surface:
         findings.extend(r["findings"])
-    from segment1b.contracts import path_for
-
-    dp = SegmentParameters.from_canonical(storage.read_json(path_for("parameters", parameter_hash=parameter_hash))).dp
+    record = storage.read_json(path_for("parameters", parameter_hash=parameter_hash))
+    dp = SegmentParameters.from_canonical(record).dp
     counts = surface_checks(surface, dp, findings)
     if findings:
         raise AssertionError(f"surface checks failed: {findings.codes()}")
     surface_bytes = sum(f["bytes"] for r in results.values() for f in r.get("files", {}).values())
-    return {"parts": counts["surface_tiles"]["parts"], "tiles": counts["surface_tiles"]["tiles"]["tile_index"],
+    tiles = counts["surface_tiles"]
+    return {"parts": tiles["parts"], "tiles": tiles["tiles"]["tile_index"],
             "surface_MiB": surface_bytes / 2**20}
 
 

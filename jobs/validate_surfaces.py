@@ -1,7 +1,7 @@
-"""S9 on the tile surfaces (issue 14): ``tile_index``, ``tile_bounds`` and ``tile_weights`` of the run's parameters.
+"""S9 on the tile surfaces (issue 14): ``tile_index``, ``tile_bounds`` and ``tile_weights`` of the run.
 
-One task per part number, ``s9-surface-NNN-<token>``: the three surfaces share part numbers (one S1 unit writes
-part ``NNN`` of each), so a task reads part ``NNN`` of each, only the columns of
+One task per part number, ``s9-surface-NNN-<token>``: the three surfaces share part numbers (one S1 unit
+writes part ``NNN`` of each), so a task reads part ``NNN`` of each, only the columns of
 :data:`segment1b.s9_validation.SURFACE_COLUMNS`, and runs :func:`segment1b.s9_validation.check_part_surfaces`
 (same tile set).  The client then sums the weights per country over all parts
 (:func:`segment1b.s9_validation.check_weight_sums`: Σ weight_fp = 10^dp).  The partition digests (compared
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from segment1b import s9_validation as s9
 from segment1b.contracts import dataset, path_for
-from segment1b.errors import InputError
 from segment1b.storage import Storage
 
 from .parts import part_files
@@ -25,16 +26,51 @@ __all__ = ["submit_surface_tasks", "surface_checks"]
 
 
 def _read_surface(storage: Storage, ds: str, rel: str, part: int, findings: s9.Findings):
-    """The part's needed columns, or None (+ a finding) when it is unreadable or has another schema."""
+    """The part's needed columns, or None (+ a finding) when it is unreadable or has another schema.
+
+    One open per file (footer and columns) and no Arrow thread pool: most parts are small, where the pool
+    costs more than it saves, and two workers already keep both cores busy.  A column that the footer
+    statistics show constant in every row group (``country_iso`` of a one-country part, ``dp``) is not
+    decoded but rebuilt from the statistics: the strings are most of the decoding, and the footer is part of
+    the bytes the digests vouch for.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        schema = storage.parquet_metadata(rel, dataset_id=ds).schema.to_arrow_schema()
-        if not s9.check_schema(schema.empty_table(), dataset(ds), findings, rel):
-            return None
-        return storage.read_parquet(rel, s9.SURFACE_COLUMNS[ds], dataset_id=ds)
-    except InputError as exc:
+        with storage.fs.open(storage.abspath(rel), "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            if not s9.check_schema(pf.schema_arrow.empty_table(), dataset(ds), findings, rel):
+                return None
+            columns = list(s9.SURFACE_COLUMNS[ds])
+            constant = {c: v for c in ("country_iso", "dp") if c in columns
+                        for v in [_constant(pf.metadata, c)] if v is not None}
+            table = pf.read(columns=[c for c in columns if c not in constant], use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
         findings.add("files", "E904_EGRESS_SCHEMA", f"{ds} part is not readable Parquet", 1,
-                     [{"part": part, "path": rel, "error": exc.message[:300]}])
+                     [{"part": part, "path": rel, "error": f"{type(exc).__name__}: {exc}"[:300]}])
         return None
+    n = table.num_rows
+    for c, value in constant.items():
+        typ = dataset(ds).schema.field(c).type
+        column = (pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value], typ))
+                  if c == "country_iso" else pa.array(np.full(n, value, np.uint32), typ))
+        table = table.append_column(c, column)
+    return table.select(columns)
+
+
+def _constant(meta, column: str):
+    """The value of ``column`` when the footer statistics show it constant in every row group, else None."""
+    index = meta.schema.to_arrow_schema().get_field_index(column)
+    values = set()
+    for rg in range(meta.num_row_groups):
+        st = meta.row_group(rg).column(index).statistics
+        if meta.row_group(rg).num_rows == 0:
+            continue
+        if st is None or not st.has_min_max or st.min != st.max or st.null_count:
+            return None
+        values.add(st.min)
+    return values.pop() if len(values) == 1 else None
 
 
 def _surface_task(storage: Storage, part: int, rels: dict[str, str | None]) -> dict[str, Any]:
@@ -61,7 +97,8 @@ def submit_surface_tasks(storage: Storage, client, parameter_hash: str, tok: str
     parts: dict[str, dict[int, str]] = {}
     for ds, rel in rels.items():
         if not storage.is_published(rel):
-            findings.add("surface_tiles", "E101_TILE_INDEX_MISSING", f"{ds} is not published", 1, [{"path": rel}])
+            findings.add("surface_tiles", "E101_TILE_INDEX_MISSING", f"{ds} is not published", 1,
+                         [{"path": rel}])
             continue
         parts[ds], others = part_files(storage, rel, "parquet")
         findings.add("files", "E902_ROW_EXTRA", f"{ds} holds files that are not part-NNNNN.parquet",

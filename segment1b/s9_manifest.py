@@ -127,8 +127,8 @@ def vouched_differences(published: Mapping[str, Mapping[str, Any]],
     identity field, partition digest and file digest of ``published`` must be in ``audit`` with the same
     value; the audit may list more (a later validator checks more), never other bytes.
 
-    >>> doc = {"MANIFEST.json": {"identity": {"seed": 1}, "inputs": [], "logs": [{"path": "l", "sha256_hex": "a"}]},
-    ...        "egress_checksums.json": {"partitions": []}}
+    >>> manifest = {"identity": {"seed": 1}, "inputs": [], "logs": [{"path": "l", "sha256_hex": "a"}]}
+    >>> doc = {"MANIFEST.json": manifest, "egress_checksums.json": {"partitions": []}}
     >>> vouched_differences(doc, doc)
     []
     >>> other = {**doc, "MANIFEST.json": {**doc["MANIFEST.json"], "logs": []}}

@@ -956,10 +956,19 @@ def check_receipts(digests: Mapping[str, str | None], receipts: Mapping[str, Map
 # the tile surfaces (S1/S2): one tile set in all three, weights that sum to 10^dp per country
 
 
+def _iso_codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """uint16 codes of an ISO column; a dictionary column goes through its (small) dictionary only."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_dictionary(column.type) and not column.null_count:
+        return iso_u16(column.dictionary)[np.asarray(column.indices.to_numpy(zero_copy_only=False), np.intp)]
+    return iso_u16(column)
+
+
 def _tile_keys(table: pa.Table) -> SiteKeys:
     """(country_iso, tile_id) of a surface part as :class:`SiteKeys` (tile_id in the merchant slot)."""
     tile = np.asarray(table["tile_id"].to_numpy(), np.uint64)
-    return SiteKeys(tile, iso_u16(table["country_iso"]), np.zeros(len(tile), np.int64))
+    return SiteKeys(tile, _iso_codes(table["country_iso"]), np.zeros(len(tile), np.int64))
 
 
 def _tile_rows(keys: SiteKeys, idx: np.ndarray, part: int, **extra: str) -> list[dict[str, Any]]:
@@ -971,9 +980,11 @@ def _weight_sums(keys: SiteKeys, table: pa.Table) -> dict[str, dict[str, Any]]:
     """Per country of one tile_weights part: exact Σ weight_fp (Python int), its dp values and tile count."""
     w = np.asarray(table["weight_fp"].to_numpy(), np.uint64)
     dp = np.asarray(table["dp"].to_numpy(), np.int64)
-    order = np.argsort(keys.iso, kind="stable")
-    iso, w, dp = keys.iso[order], w[order], dp[order]
-    starts, _ = _runs(iso)
+    iso = keys.iso
+    if iso.size > 1 and (iso[1:] < iso[:-1]).any():  # written by country; sort only what is not
+        order = np.argsort(iso, kind="stable")
+        iso, w, dp = iso[order], w[order], dp[order]
+    starts = np.flatnonzero(np.r_[True, iso[1:] != iso[:-1]]) if iso.size else np.empty(0, np.intp)
     if not starts.size:
         return {}
     # exact sums: the high and low 32 bits apart, each sum fits in uint64 (fewer than 2^32 rows)
@@ -983,8 +994,10 @@ def _weight_sums(keys: SiteKeys, table: pa.Table) -> dict[str, dict[str, Any]]:
     out = {}
     for a, b, h, low in zip(starts.tolist(), ends, hi, lo):
         code = int(iso[a])
-        out[chr(code >> 8) + chr(code & 0xFF)] = {"sum": (h << 32) + low, "tiles": b - a,
-                                                  "dp": np.unique(dp[a:b]).tolist()}
+        d = dp[a:b]
+        out[chr(code >> 8) + chr(code & 0xFF)] = {
+            "sum": (h << 32) + low, "tiles": b - a,
+            "dp": [int(d[0])] if d.min() == d.max() else np.unique(d).tolist()}
     return out
 
 

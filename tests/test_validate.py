@@ -373,7 +373,10 @@ def _bundle_of(ident):
 
 
 def _codes_and_examples(result):
-    return set(result.failed_codes), {f["code"]: f["examples"] for f in result.findings}
+    examples = {}
+    for f in result.findings:
+        examples.setdefault(f["code"], []).extend(f["examples"])
+    return set(result.failed_codes), examples
 
 
 def test_weights_not_summing_to_10_dp_are_e105_and_fail_deep_verification(real_copy, client):
@@ -420,12 +423,26 @@ def test_a_tile_missing_from_tile_bounds_is_e102(real_copy, client):
     rel, table = _surface_part(storage, ident, "tile_bounds", lambda t: t.num_rows > 3)
     gone = table.slice(2, 1).to_pylist()[0]
     _write_surface(storage, rel, pa.concat_tables([table.slice(0, 2), table.slice(3)]), "tile_bounds")
+    # and in another part one tile of tile_index given to another country (no longer a one-country part)
+    other = next(p for p in storage.parquet_parts(path_for("tile_index", parameter_hash=ident.parameter_hash))
+                 if p[-18:] != rel[-18:] and pq.read_metadata(storage.abspath(p)).num_rows > 3)
+    index = pq.read_table(storage.abspath(other))
+    moved = index.slice(1, 1).to_pylist()[0]
+    iso = index["country_iso"].to_pylist()
+    iso[1] = "ZZ"
+    _write_surface(storage, other, index.set_column(0, "country_iso", pa.array(iso)), "tile_index")
     storage.remove(_bundle_of(ident))
     result = run_s9(storage, client, ident.seed, ident.manifest_fingerprint, plan_sample=0, out=io.StringIO())
     codes, examples = _codes_and_examples(result)
     assert codes == {"E102_FK_MISMATCH", "E911_FINALITY"}
+    part = int(rel[-13:-8])
     assert {"country_iso": gone["country_iso"], "tile_id": gone["tile_id"], "missing_from": "tile_bounds",
-            "part": int(rel[-13:-8])} in examples["E102_FK_MISMATCH"]
+            "part": part} in examples["E102_FK_MISMATCH"]
+    part = int(other[-13:-8])
+    for iso, surface in (("ZZ", "tile_bounds"), ("ZZ", "tile_weights"), (moved["country_iso"], "tile_index")):
+        assert {"country_iso": iso, "tile_id": moved["tile_id"], "missing_from": surface,
+                "part": part} in examples["E102_FK_MISMATCH"]
+    assert {e["dataset"] for e in examples["E911_FINALITY"]} == {"tile_bounds", "tile_index"}
 
 
 def test_the_bundle_lists_the_surfaces_and_every_log_part(real_run):
