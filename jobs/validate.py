@@ -32,7 +32,7 @@ caller's, or the only one under which S5/S6/S7 are published for (seed, fingerpr
 Bundle policy (write-once, re-validation is an audit):
 
 * PASS: the bundle with ``_passed.flag`` is published at ``path_for("validation_bundle_1B")``.  Bundle
-  bytes are deterministic, so validating the same files again publishes the same bytes: a no-op.
+  bytes are deterministic: the same files give the same bundle (and flag) whatever the workers.
 * FAIL: the bundle (no flag) is published at ``path_for("validation_failed_1B", attempt=<first 16 hex of
   the bundle digest>)``, a sibling tree that never blocks the normal path: after a fix, a passing
   validation still publishes there.  Identical failing validations share one attempt folder.
@@ -991,7 +991,8 @@ def register(sub) -> None:
                        help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
                        description="Validate the published S5-S8 datasets and RNG logs of one run and "
                        "publish the S9 validation bundle (with _passed.flag only when every check passes).  "
-                       "Exits 3 and prints the failing codes when a check fails.")
+                       "Over a published PASS it is an audit: its own bundle and report beside the run's, "
+                       "which stay as they are.  Exits 3 and prints the failing codes when a check fails.")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", default=None, metavar="H",

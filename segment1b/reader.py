@@ -20,6 +20,7 @@ import json
 import os
 import posixpath
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +140,11 @@ def check_flag(data_root: str, seed: int, fingerprint: str, *, storage_options: 
     rows = s9_manifest.listing_differences(files, {f: _sizes(storage, f) for f in folders})
     hashed = sum(storage.fs.size(storage.abspath(rel + name)) for name in egress)
     if deep and not rows:
-        # site_locations was hashed above; every other listed file and unlisted partition is read again
-        again = {p: storage.file_sha256(p) for p in files if not p.startswith(rel)}
+        # site_locations was hashed above; every other listed file and unlisted partition is read again, a
+        # few at a time (hashlib releases the GIL while it hashes; remote stores answer in parallel)
+        paths = [p for p in files if not p.startswith(rel)]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            again = dict(zip(paths, pool.map(storage.file_sha256, paths)))
         hashed += sum(int(files[p]["bytes"] or 0) for p in again)
         rows = s9_manifest.digest_differences({p: f["sha256_hex"] for p, f in files.items()}, again)
         actual = {p: storage.partition_digest(p) for p in partitions if storage.is_published(p)}

@@ -94,11 +94,17 @@ def test_pass_publishes_bundle_with_flag(validated, client):
     assert acc[rng.S6_LABEL]["draws"] == 2 * acc[rng.S6_LABEL]["events"]
     report = json.loads(storage.read_bytes(report_path("s9", **ident.tokens)))
     assert report["status"] == "PASS" and report["determinism_receipt"][0]["partition_path"] == BUNDLE
-    # the same files validate to the same bundle bytes: the second publish is a no-op
+    # the same files validate to the same bundle bytes; over the published PASS that is an audit, which
+    # leaves the PASS as it is and records the same members (its summary names what it audited)
     digest = storage.partition_digest(BUNDLE)
     again = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
     assert again.passed and again.flag_sha256_hex == result.flag_sha256_hex
     assert storage.partition_digest(BUNDLE) == digest
+    for name in ("MANIFEST.json", "rng_accounting.json", "egress_checksums.json"):
+        assert storage.read_bytes(again.audit_path + name) == storage.read_bytes(BUNDLE + name)
+    audited = json.loads(storage.read_bytes(again.audit_path + "s9_summary.json"))
+    assert audited.pop("audit") == {"bundle_path": BUNDLE, "flag_sha256_hex": result.flag_sha256_hex}
+    assert audited == summary
 
 
 def test_deleted_row_is_e901(fresh, client):
