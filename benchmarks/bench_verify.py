@@ -57,7 +57,7 @@ def _root(storage, params: dict, client) -> dict:
 
 
 def _surface_checks(storage, client, parameter_hash: str) -> dict:
-    from jobs.runtime import gather, task_key
+    from jobs.runtime import gather, task_key, timed
     from jobs.validate import _digest_task
     from jobs.validate_surfaces import submit_surface_tasks, surface_checks
     from segment1b import s9_validation as s9
@@ -70,7 +70,7 @@ def _surface_checks(storage, client, parameter_hash: str) -> dict:
     rels = submit_surface_tasks(storage, client, parameter_hash, "bench", futures, stages, findings)
     for n, rel in enumerate(sorted(rels.values())):
         key = task_key("s9", "digest", None, n, "bench")
-        futures[key] = client.submit(_digest_task, storage, rel, key=key, priority=-1)
+        futures[key] = client.submit(timed(_digest_task), storage, rel, key=key, priority=-1)
         stages[key] = "s9 digest"
     results = gather(client, futures, "s9", io.StringIO(), stages=stages)
     surface = [r for r in results.values() if r.get("kind") == "surface"]
@@ -83,7 +83,10 @@ def _surface_checks(storage, client, parameter_hash: str) -> dict:
         raise AssertionError(f"surface checks failed: {findings.codes()}")
     surface_bytes = sum(f["bytes"] for r in results.values() for f in r.get("files", {}).values())
     tiles = counts["surface_tiles"]
+    digests = [r for r in results.values() if "partition_path" in r]
     return {"parts": tiles["parts"], "tiles": tiles["tiles"]["tile_index"],
+            "surface_task_cpu_s": sum(r["_cpu_s"] for r in surface),
+            "digest_task_cpu_s": sum(r["_cpu_s"] for r in digests),
             "surface_MiB": surface_bytes / 2**20}
 
 
