@@ -61,7 +61,7 @@ from segment1b.s2_tile_weights import (
 from segment1b.storage import Storage, canonical_json, part_name, write_parquet_bytes
 from segment1b.contracts import dataset as dataset_spec
 
-from .runtime import StateReport, gather, publish, task_key, timed, token_of, write_run_report
+from .runtime import StateReport, gather, has_receipt, publish, task_key, timed, token_of, write_run_report
 
 __all__ = ["prepare", "register", "check_published_weights", "PARQUET_ENCODINGS", "DATASETS"]
 
@@ -436,7 +436,11 @@ def prepare(
     summary["grid_params"] = the_grid.to_params()
     summary["countries_sha256"] = polys.sha256
     publish_reference(storage, polys, params)
-    if all(storage.is_published(t) for t in targets.values()):
+    # finished = published and reported: S9 checks the surfaces against the S1/S2 receipts (issue 14), so a
+    # prepare killed between publishing and reporting is finished again (same bytes, the publish is a no-op)
+    reported = {"tile_index": "s1", "tile_bounds": "s1", "tile_weights": "s2"}
+    if all(storage.is_published(t) and has_receipt(storage, reported[ds], {"parameter_hash": ph}, t)
+           for ds, t in targets.items()):
         print(
             f"prepare: tile_index, tile_bounds and tile_weights are already published for {ph}; "
             "nothing to do",
