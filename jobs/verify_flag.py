@@ -3,7 +3,7 @@
 The default is quick: the flag against the bundle, the ``site_locations`` files against their checksums, and
 every other file the bundle lists (tile surfaces, S3-S8 parts, the catalogue, every RNG log part) by name
 and size in its folder's listing.  ``--deep`` also reads every listed file again and compares its SHA-256
-(at x100 on the 5m grid: about 4.7 GB, most of it RNG event logs; see README "Reading the results").
+(at x100 on the 5m grid: 4.6 GiB, most of it RNG event logs; the README's *Performance* has the costs).
 """
 
 from __future__ import annotations
