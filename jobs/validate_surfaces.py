@@ -1,9 +1,11 @@
 """S9 on the tile surfaces (issue 14): ``tile_index``, ``tile_bounds`` and ``tile_weights`` of the run.
 
 One task per part number, ``s9-surface-NNN-<token>``: the three surfaces share part numbers (one S1 unit
-writes part ``NNN`` of each), so a task reads part ``NNN`` of each, only the columns of
-:data:`segment1b.s9_validation.SURFACE_COLUMNS`, and runs :func:`segment1b.s9_validation.check_part_surfaces`
-(same tile set).  The client then sums the weights per country over all parts
+writes part ``NNN`` of each), so a task reads part ``NNN`` of each.  The tile sets are the same when the raw
+``country_iso`` and ``tile_id`` column chunks are byte-identical in the three files (the usual case: nothing
+decoded but the weights); otherwise the task decodes the columns of
+:data:`segment1b.s9_validation.SURFACE_COLUMNS` and :func:`segment1b.s9_validation.check_part_surfaces` names
+every tile missing from a surface.  The client sums the weights per country over all parts
 (:func:`segment1b.s9_validation.check_weight_sums`: Σ weight_fp = 10^dp).  The partition digests (compared
 with the S1/S2 run reports' receipts, and listed with every file in the bundle) come from the ``s9-digest``
 tasks of :mod:`jobs.validate`, which read every byte once anyway.
@@ -11,6 +13,7 @@ tasks of :mod:`jobs.validate`, which read every byte once anyway.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -25,14 +28,16 @@ from .runtime import task_key, timed
 __all__ = ["submit_surface_tasks", "surface_checks"]
 
 
-def _read_surface(storage: Storage, ds: str, rel: str, part: int, findings: s9.Findings):
-    """The part's needed columns, or None (+ a finding) when it is unreadable or has another schema.
+def _read_surface(storage: Storage, ds: str, rel: str, part: int, findings: s9.Findings,
+                  columns: tuple[str, ...], key_chunks: list | None = None):
+    """Some columns of one surface part, or None (+ a finding) when it is unreadable or has another schema.
 
-    One open per file (footer and columns) and no Arrow thread pool: most parts are small, where the pool
-    costs more than it saves, and two workers already keep both cores busy.  A column that the footer
+    One open per file (footer, chunks, columns) and no Arrow thread pool: most parts are small, where the
+    pool costs more than it saves, and two workers already keep both cores busy.  A column that the footer
     statistics show constant in every row group (``country_iso`` of a one-country part, ``dp``) is not
-    decoded but rebuilt from the statistics: the strings are most of the decoding, and the footer is part of
-    the bytes the digests vouch for.
+    decoded but rebuilt from the statistics; the footer is part of the bytes the digests vouch for.  With
+    ``key_chunks`` (a list), the raw ``country_iso`` and ``tile_id`` column chunks are appended to it
+    (see :func:`_key_chunks`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -42,7 +47,10 @@ def _read_surface(storage: Storage, ds: str, rel: str, part: int, findings: s9.F
             pf = pq.ParquetFile(fh)
             if not s9.check_schema(pf.schema_arrow.empty_table(), dataset(ds), findings, rel):
                 return None
-            columns = list(s9.SURFACE_COLUMNS[ds])
+            if key_chunks is not None:
+                key_chunks.extend(_key_chunks(fh, pf))
+            if not columns:
+                return pa.table({})
             constant = {c: v for c in ("country_iso", "dp") if c in columns
                         for v in [_constant(pf.metadata, c)] if v is not None}
             table = pf.read(columns=[c for c in columns if c not in constant], use_threads=False)
@@ -50,13 +58,34 @@ def _read_surface(storage: Storage, ds: str, rel: str, part: int, findings: s9.F
         findings.add("files", "E904_EGRESS_SCHEMA", f"{ds} part is not readable Parquet", 1,
                      [{"part": part, "path": rel, "error": f"{type(exc).__name__}: {exc}"[:300]}])
         return None
-    n = table.num_rows
+    n = pf.metadata.num_rows
     for c, value in constant.items():
         typ = dataset(ds).schema.field(c).type
         column = (pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value], typ))
                   if c == "country_iso" else pa.array(np.full(n, value, np.uint32), typ))
         table = table.append_column(c, column)
-    return table.select(columns)
+    return table.select(list(columns))
+
+
+def _key_chunks(fh, pf) -> list[tuple]:
+    """Layout and SHA-256 of the raw (compressed) ``country_iso`` and ``tile_id`` column chunks.
+
+    The three surfaces are written with the same row groups, encodings and codec for these columns, so the
+    same tiles give byte-identical chunks: comparing them is a complete check of the tile sets without
+    decoding (same physical type, codec, encodings and bytes decode to the same values).  Any difference only
+    sends the part to the decoding comparison, which names the tiles.
+    """
+    meta = pf.metadata
+    names = pf.schema_arrow.names
+    out = []
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for name in ("country_iso", "tile_id"):
+            c = group.column(names.index(name))
+            fh.seek(c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
+            out.append((group.num_rows, c.physical_type, c.compression, c.encodings,
+                        hashlib.sha256(fh.read(c.total_compressed_size)).hexdigest()))
+    return out
 
 
 def _constant(meta, column: str):
@@ -74,13 +103,29 @@ def _constant(meta, column: str):
 
 
 def _surface_task(storage: Storage, part: int, rels: dict[str, str | None]) -> dict[str, Any]:
-    """Task ``s9-surface-NNN``: one part of the three surfaces holds one tile set; per-country weight sums."""
+    """Task ``s9-surface-NNN``: one part of the three surfaces holds one tile set; per-country weight sums.
+
+    Usual case: the key column chunks are byte-identical in the three files (no tile id decoded) and only
+    the weights are decoded.  Otherwise the keys of the three are decoded and compared tile by tile.
+    """
     findings = s9.Findings()
-    tables = {ds: None if rel is None else _read_surface(storage, ds, rel, part, findings)
-              for ds, rel in rels.items()}
-    unreadable = any(rels[ds] is not None and tables[ds] is None for ds in s9.SURFACES)
-    summary = ({"part": part, "rows": {}, "weights": {}} if unreadable  # already a finding
-               else s9.check_part_surfaces(part, tables, findings))
+    chunks: dict[str, list] = {ds: [] for ds in rels}
+    columns = {ds: ("country_iso", "weight_fp", "dp") if ds == "tile_weights" else () for ds in rels}
+    read = {ds: None if rel is None else _read_surface(storage, ds, rel, part, findings, columns[ds],
+                                                        chunks[ds])
+            for ds, rel in rels.items()}
+    if any(rels[ds] is not None and read[ds] is None for ds in s9.SURFACES):
+        summary: dict[str, Any] = {"part": part, "rows": {}, "weights": {}}  # already a finding
+    elif all(rels[ds] is not None for ds in s9.SURFACES) and \
+            chunks["tile_index"] == chunks["tile_bounds"] == chunks["tile_weights"]:
+        rows = read["tile_weights"].num_rows  # the same row groups in the three
+        summary = {"part": part, "rows": {ds: rows for ds in s9.SURFACES},
+                   "weights": s9.weight_sums(read["tile_weights"])}
+    else:
+        tables = {ds: None if rel is None else _read_surface(storage, ds, rel, part, findings,
+                                                              s9.SURFACE_COLUMNS[ds])
+                  for ds, rel in rels.items()}
+        summary = s9.check_part_surfaces(part, tables, findings)
     return {"kind": "surface", "part": part, "findings": findings.to_list(), "summary": summary, "files": {}}
 
 

@@ -75,7 +75,7 @@ __all__ = [
     "check_schema", "check_part_tables", "check_part_events", "check_across_parts", "check_trace",
     "check_audit", "check_row_counts", "check_part_plan", "check_plan_recompute", "allocate_all_tiles",
     "plan_sample_rank", "plan_sample_salt", "SURFACES", "SURFACE_COLUMNS", "check_part_surfaces",
-    "check_weight_sums",
+    "weight_sums", "check_weight_sums",
     "check_receipts", "bundle_files", "bundle_digest", "render_flag", "verify_bundle", "verify_egress",
     "BUNDLE_MEMBERS", "INDEX_NAME", "FLAG_NAME",
 ]
@@ -976,11 +976,20 @@ def _tile_rows(keys: SiteKeys, idx: np.ndarray, part: int, **extra: str) -> list
             for r in keys.rows(idx, MAX_EXAMPLES)]
 
 
-def _weight_sums(keys: SiteKeys, table: pa.Table) -> dict[str, dict[str, Any]]:
-    """Per country of one tile_weights part: exact Σ weight_fp (Python int), its dp values and tile count."""
+def weight_sums(table: pa.Table, iso: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Per country of one ``tile_weights`` part: exact Σ weight_fp (a Python int), its dp values, its tiles.
+
+    ``table`` needs ``country_iso``, ``weight_fp`` and ``dp``; ``iso`` are the country codes when the caller
+    has them already.  Feeds :func:`check_weight_sums`.
+
+    >>> t = pa.table({"country_iso": ["DE", "DE"], "weight_fp": pa.array([2**63, 2**63], pa.uint64()),
+    ...               "dp": pa.array([3, 3], pa.uint32())})
+    >>> weight_sums(t)["DE"]["sum"] == 2**64
+    True
+    """
     w = np.asarray(table["weight_fp"].to_numpy(), np.uint64)
     dp = np.asarray(table["dp"].to_numpy(), np.int64)
-    iso = keys.iso
+    iso = _iso_codes(table["country_iso"]) if iso is None else iso
     if iso.size > 1 and (iso[1:] < iso[:-1]).any():  # written by country; sort only what is not
         order = np.argsort(iso, kind="stable")
         iso, w, dp = iso[order], w[order], dp[order]
@@ -1024,7 +1033,7 @@ def check_part_surfaces(part: int, tables: Mapping[str, pa.Table | None],
     summary: dict[str, Any] = {"part": part, "weights": {},
                                "rows": {ds: len(keys[ds]) if ds in keys else None for ds in SURFACES}}
     if "tile_weights" in keys:
-        summary["weights"] = _weight_sums(keys["tile_weights"], tables["tile_weights"])
+        summary["weights"] = weight_sums(tables["tile_weights"], keys["tile_weights"].iso)
     present = [keys[ds] for ds in SURFACES if ds in keys]
     if len(present) == len(SURFACES) and all(present[0].equals(k) for k in present[1:]):
         return summary  # the usual case: three identical key columns
@@ -1047,7 +1056,7 @@ def check_weight_sums(parts: Iterable[Mapping[str, Mapping[str, Any]]], dp: int 
                       findings: Findings) -> dict[str, int]:
     """Per country over all parts: one dp, the run's ``dp``, and Σ weight_fp = 10^dp exactly (E105).
 
-    ``parts`` are the ``weights`` of :func:`check_part_surfaces`; ``dp`` is the parameter set's (``None``:
+    ``parts`` are :func:`weight_sums` of every part; ``dp`` is the parameter set's (``None``:
     unknown, not compared).  Returns the number of countries and tiles.
     """
     total: dict[str, dict[str, Any]] = {}
