@@ -133,6 +133,18 @@ def validation_status(storage: Storage, ident: RunIdentity) -> tuple[str, dict[s
     return str(status), summary
 
 
+def latest_audit(storage: Storage, ident: RunIdentity) -> dict[str, Any] | None:
+    """The latest audit of this run (``segment1b validate`` after its PASS was published), or None.
+
+    An audit never changes the run's status (:func:`validation_status`); reports show it beside it.
+    """
+    rel = path_for("s9_audit_report", **ident.tokens)
+    if not storage.exists(rel):
+        return None
+    rep = storage.read_json(rel)
+    return {k: rep.get(k) for k in ("status", "failed_codes", "plan_sample", "audit_path", "finished_utc")}
+
+
 def write_output(storage: Storage, ident: RunIdentity, data: bytes, out: str | None, name: str) -> str:
     """Write ``data`` to ``out`` (local path or fsspec URL) or as ``name`` in the run folder; return where."""
     if out is None:

@@ -38,8 +38,8 @@ from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
 from segment1b.storage import Storage
 
-from .pictures import (DPI, INK, draw_map, format_lat, format_lon, hex64, read_state_report, resolve_identity,
-                       run_folder, validation_status, write_output)
+from .pictures import (DPI, INK, draw_map, format_lat, format_lon, hex64, latest_audit, read_state_report,
+                       resolve_identity, run_folder, validation_status, write_output)
 
 __all__ = ["REPORT_NAME", "collect_report", "register", "render_run_report", "report_after_run",
            "site_concentration", "write_report_html"]
@@ -187,6 +187,7 @@ def collect_report(storage: Storage, ident: RunIdentity, *, include_map: bool = 
         "checks": (s9_summary or {}).get("checks", []),
         "bundle_path": s9.get("bundle_path"),
         "flag_sha256_hex": flag,
+        "audit": latest_audit(storage, ident),
         "states": states,
         "steps": [r for r in (summary or {}).get("states", []) if "step" in r],
         "run_wall_seconds": (summary or {}).get("wall_seconds"),
@@ -351,6 +352,13 @@ def _result_html(data: dict[str, Any]) -> str:
     out = [f'<p id="status" class="status {cls}" data-status="{_e(status)}">{_e(line)}</p>']
     if data.get("bundle_path"):
         out.append(f'<p class="muted">bundle: <code>{_e(data["bundle_path"])}</code></p>')
+    audit = data.get("audit")
+    if audit:  # a later `segment1b validate` over the PASS; it never changes the run's status (issue 14)
+        codes = f": {', '.join(audit.get('failed_codes') or [])}" if audit.get("status") == "FAIL" else ""
+        out.append(f'<p id="audit" data-status="{_e(audit.get("status"))}">latest audit '
+                   f'({_e(audit.get("finished_utc"))}, plan sample {_e(audit.get("plan_sample"))}): '
+                   f'<b>{_e(audit.get("status"))}</b>{_e(codes)}; audit bundle '
+                   f'<code>{_e(audit.get("audit_path"))}</code></p>')
     rows = []
     for check in data["checks"]:
         for f in check.get("failures", []) if check.get("status") == "FAIL" else []:

@@ -63,7 +63,7 @@ from segment1b.storage import StagedFile, Storage, canonical_json, part_name, wr
 from segment1b.contracts import dataset as dataset_spec
 
 from .footprint import check_memory, prepare_needs
-from .runtime import StateReport, gather, publish, task_key, timed, token_of, write_run_report
+from .runtime import StateReport, gather, has_receipt, publish, task_key, timed, token_of, write_run_report
 
 __all__ = ["prepare", "register", "check_published_weights", "resolve_inputs", "ResolvedInputs", "PARQUET_ENCODINGS",
            "DATASETS"]
@@ -469,12 +469,12 @@ def prepare(
     summary["countries_sha256"] = polys.sha256
     publish_reference(storage, polys, params)
     scope = path_for("lease_tiles", parameter_hash=ph)
-    if all(storage.is_published(t) for t in targets.values()):
+    if _surfaces_finished(storage, targets, ph):
         sweep_when_idle(storage, scope, *targets.values())  # staging left by a killed run, if any
         return _already_published(summary, t_start, out)
     # one run publishes a parameter_hash at a time: the others wait here, then find it published (issue 14)
     with storage.lease(scope, out=out) as lease:
-        if all(storage.is_published(t) for t in targets.values()):
+        if _surfaces_finished(storage, targets, ph):
             return _already_published(summary, t_start, out)
         lease.sweep(*targets.values())  # staging of dead attempts: under the lease nobody else is alive
         return _prepare_leased(storage, client, lease, the_grid=the_grid, polys=polys, places=places, proxy=proxy,
@@ -482,6 +482,14 @@ def prepare(
                                unit_cells=unit_cells, targets=targets, summary=summary,
                                population_sha=params.population_sha256, t_start=t_start, out=out,
                                show_progress=show_progress)
+
+
+def _surfaces_finished(storage: Storage, targets: dict[str, str], ph: str) -> bool:
+    """Published *and* reported: S9 checks the surfaces against the S1/S2 receipts (issue 14), so a prepare
+    killed between publishing and reporting is finished again (same bytes: the publish is a no-op)."""
+    reported = {"tile_index": "s1", "tile_bounds": "s1", "tile_weights": "s2"}
+    return all(storage.is_published(t) and has_receipt(storage, reported[ds], {"parameter_hash": ph}, t)
+               for ds, t in targets.items())
 
 
 def _already_published(summary: dict[str, Any], t_start: float, out) -> dict[str, Any]:

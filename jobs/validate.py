@@ -9,7 +9,11 @@ Graph, per merchant-major part ``NNN`` (the same index in S5, S6, S7, ``site_loc
   event file ``part-NNNNN.jsonl`` in 32 MiB chunks (hashing it on the way) with the S5 / S6 part and run
   :func:`segment1b.s9_validation.check_part_events`.  Parsing JSON lines is most of S9's cost, so it gets
   its own tasks that run beside the dataset checks, largest first;
-* ``s9-digest-NNN-<token>`` hash whole partitions for the finality check;
+* ``s9-digest-NNN-<token>`` hash whole partitions (and each of their files) for the finality check and the
+  bundle's lists: the tile surfaces, S3-S8 and the outlet catalogue;
+* ``s9-surface-NNN-<token>`` check part ``NNN`` of ``tile_index``, ``tile_bounds`` and ``tile_weights``
+  (the same tile set; per-country weight sums, added up on the client to 10^dp), see
+  :mod:`jobs.validate_surfaces`;
 * ``s9-planrows-NNN-<token>`` pick the sampled pairs' rows out of S4 part ``NNN`` (each part read once);
 * ``s9-plan-<ISO>-<token>`` recompute the S4 plan of the sampled pairs of one country independently, over
   all of the country's tile weights (:func:`segment1b.s9_validation.allocate_all_tiles`).  The sample is
@@ -25,15 +29,22 @@ Which run_id: the run receipt at ``path_for("run_receipt", ...)`` when it exists
 (seed, parameter_hash) must hold exactly one ``run_id=`` folder (else E912).  Which parameter_hash: the
 caller's, or the only one under which S5/S6/S7 are published for (seed, fingerprint) (else E912).
 
-Bundle policy (write-once and re-validation):
+Bundle policy (write-once, re-validation is an audit):
 
 * PASS: the bundle with ``_passed.flag`` is published at ``path_for("validation_bundle_1B")``.  Bundle
-  bytes are deterministic, so validating the same files again publishes the same bytes: a no-op.
+  bytes are deterministic: the same files give the same bundle (and flag) whatever the workers.
 * FAIL: the bundle (no flag) is published at ``path_for("validation_failed_1B", attempt=<first 16 hex of
   the bundle digest>)``, a sibling tree that never blocks the normal path: after a fix, a passing
   validation still publishes there.  Identical failing validations share one attempt folder.
-* A PASS bundle that differs from one already published at the normal path (other logs or another
-  validator version) is refused (E913, recorded in a failed bundle): a published PASS is never replaced.
+* AUDIT: once a PASS is published for the fingerprint, every later validation of it is an audit (issue 14).
+  The published bundle, its flag and the run's S9 report are never touched; the audit's bundle (no flag) is
+  published at ``path_for("validation_audit_1B", attempt=<first 16 hex of its digest>)`` and its report at
+  ``path_for("s9_audit_report")``, beside the run's S9 report.  An audit passes when every check passes and
+  it vouches for the same bytes as the published bundle (:func:`segment1b.s9_manifest.vouched_differences`):
+  other options (``--plan-sample``) or a later validator that checks more still pass.  A passing audit
+  that vouches for other bytes — or a published bundle that no longer verifies — is E913.
+* A PASS bundle that differs from one published meanwhile by another validation (a race) is refused
+  (E913, recorded in a failed bundle): a published PASS is never replaced.
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ import numpy as np
 import pyarrow as pa
 
 from cluster import reset_worker_memory_peaks, worker_memory_peaks
-from segment1b import rng
+from segment1b import rng, s9_manifest
 from segment1b import s9_validation as s9
 from segment1b.contracts import TOKEN_PATTERNS, path_for, report_path
 from segment1b.errors import InputError, IntegrityError, PublishError
@@ -67,6 +78,7 @@ from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, 
 from .refcache import country_geometry
 from .runtime import StateReport, gather, task_key, timed, token_of, write_run_report
 from .tiles import RowGroupRef, country_row_groups, iter_country
+from .validate_surfaces import submit_surface_tasks, surface_checks
 
 __all__ = ["ValidationResult", "run_s9", "register"]
 
@@ -92,6 +104,8 @@ class ValidationResult:
     bundle_path: str | None
     flag_sha256_hex: str | None
     report_path: str | None = None
+    #: an audit of a published PASS (see the module docstring): where its bundle is (None otherwise)
+    audit_path: str | None = None
     rows: int = 0
     wall_seconds: float = 0.0
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -329,7 +343,19 @@ def _submit_plan_tasks(storage: Storage, client, sample: list[tuple[int, str, in
 
 
 def _digest_task(storage: Storage, rel: str) -> dict[str, Any]:
-    return {"partition_path": rel, "sha256_hex": storage.partition_digest(rel)}
+    """Task ``s9-digest-NNN``: a partition's digest and each of its files' (one read of every byte)."""
+    whole = hashlib.sha256()
+    files = {}
+    for name in storage.list_files(rel):
+        h = hashlib.sha256()
+        size = 0
+        with storage.fs.open(storage.abspath(rel + name), "rb") as fh:
+            for chunk in iter(lambda: fh.read(8 * 2**20), b""):
+                whole.update(chunk)
+                h.update(chunk)
+                size += len(chunk)
+        files[rel + name] = {"sha256_hex": h.hexdigest(), "bytes": size}
+    return {"partition_path": rel, "sha256_hex": whole.hexdigest(), "files": files}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -384,9 +410,13 @@ def _resolve_run_id(storage: Storage, ident: RunIdentity, findings: s9.Findings)
 
 
 def _receipts(storage: Storage, ident: RunIdentity) -> dict[str, dict[str, Any] | None]:
+    """Dataset -> the determinism receipt its state's run report recorded (S1/S2 for the surfaces, S4-S8)."""
     out: dict[str, dict[str, Any] | None] = {}
-    for state, ds in (("s4", S4), ("s5", S5), ("s6", S6), ("s7", S7), ("s8", S8)):
+    states = (("s1", "tile_index"), ("s1", "tile_bounds"), ("s2", "tile_weights"),
+              ("s4", S4), ("s5", S5), ("s6", S6), ("s7", S7), ("s8", S8))
+    for state, ds in states:
         target = (path_for(ds, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint) if ds == S8
+                  else path_for(ds, parameter_hash=ident.parameter_hash) if ds in s9.SURFACES
                   else path_for(ds, **ident.tokens))
         out[ds] = None
         rel = report_path(state, **ident.tokens)
@@ -461,7 +491,9 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     Returns
     -------
     ValidationResult
-        ``passed`` is True only when every check passed and the flagged bundle is published.
+        ``passed`` is True only when every check passed and the flagged bundle is published — or, when a
+        PASS was already published for the fingerprint, when this audit passed and vouches for the same
+        bytes (``audit_path`` then names the audit's bundle; the published one is left as it is).
 
     Raises
     ------
@@ -481,8 +513,8 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
             findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
                          "S5-S7 are not published under exactly one parameter_hash for (seed, fingerprint)",
                          1, [{"parameter_hashes": hashes, "hint": "pass --parameter-hash"}])
-            return _finish(storage, client, findings, counts, seed, fp, None, "", None, {}, {}, t0, started,
-                           out)
+            return _finish(storage, client, findings, counts, seed, fp, None, "", None,
+                           {"plan_sample": plan_sample}, {}, t0, started, out)
         parameter_hash = hashes[0]
     ident = RunIdentity(seed=seed, manifest_fingerprint=fp, parameter_hash=parameter_hash)
     try:
@@ -491,8 +523,8 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
         findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
                      "the parameters of the run cannot be loaded", 1,
                      [{"error": exc.message, "path": exc.path}])
-        return _finish(storage, client, findings, counts, seed, fp, parameter_hash, "", None, {}, {}, t0,
-                       started, out)
+        return _finish(storage, client, findings, counts, seed, fp, parameter_hash, "", None,
+                       {"plan_sample": plan_sample}, {}, t0, started, out)
     run_id = _resolve_run_id(storage, ident, findings)
     expect = s9.Expect(seed, fp, parameter_hash, run_id)
     ident = RunIdentity(seed=seed, manifest_fingerprint=fp, parameter_hash=parameter_hash, run_id=run_id)
@@ -576,7 +608,9 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
             stages[key] = f"s9 {action}"
     sampled = _submit_plan_tasks(storage, client, sample, indices, ranges, parts.get(S4, {}), parameter_hash,
                                  tok, futures, stages, findings)
+    surfaces = submit_surface_tasks(storage, client, parameter_hash, tok, futures, stages, findings)
     digest_targets = {ds: rels[ds] for ds in (S4, S5, S6, S7, S8) if storage.is_published(rels[ds])}
+    digest_targets.update(surfaces)
     digest_targets["outlet_catalogue"] = cat_rel if catalogue is not None else None
     digest_targets["s3_requirements"] = path_for("s3_requirements", **ident.tokens)
     for n, (name, rel) in enumerate(sorted(digest_targets.items())):
@@ -588,6 +622,7 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     results = gather(client, futures, "s9", out, stages=stages)
     task_results = [r for r in results.values() if "kind" in r]
     digests = {r["partition_path"]: r["sha256_hex"] for r in results.values() if "partition_path" in r}
+    surface_results = [r for r in task_results if r["kind"] == "surface"]
     for r in sorted(task_results, key=lambda r: (r["part"], r["kind"], r.get("country", ""))):
         findings.extend(r["findings"])
     part_results = sorted((r for r in task_results if r["kind"] == "tables"), key=lambda r: r["part"])
@@ -623,12 +658,14 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
         log_files = {}
     rows = {ds: sum(s["rows"].get(ds, 0) for s in summaries) for ds in s9.DATASETS}
     s9.check_row_counts(rows[S8], catalogue.rows if catalogue is not None else None, s3_sites, findings)
-    s9.check_receipts({ds: digests.get(rels[ds]) for ds in (S4, S5, S6, S7, S8) if rels[ds] in digests},
+    surface_counts = surface_checks(surface_results, params.params.dp, findings)
+    partitions = {**surfaces, **{ds: rels[ds] for ds in (S4, S5, S6, S7, S8)}}
+    s9.check_receipts({ds: digests.get(rel) for ds, rel in partitions.items() if rel in digests},
                       _receipts(storage, ident), findings)
 
     files: dict[str, dict[str, Any]] = {}
-    for r in task_results:
-        files.update(r["files"])
+    for r in results.values():
+        files.update(r.get("files", {}))
     files.update(log_files)
     hist: dict[str, int] = defaultdict(int)
     for r in event_results[rng.S6_LABEL]:
@@ -638,7 +675,8 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
     secs: dict[str, float] = defaultdict(float)
     wall_of_part: dict[int, float] = defaultdict(float)
     for r in task_results:
-        wall_of_part[r["part"]] += r["_wall_s"]
+        if r["kind"] != "surface":  # surface parts are not the merchant parts
+            wall_of_part[r["part"]] += r["_wall_s"]
     for r in part_results:
         s = r["summary"]
         n_rows = max(sum(s["countries"].values()), 1)
@@ -667,14 +705,16 @@ def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,
                            "countries": len(plan_results), "pairs_requested": sampled,
                            "plans": sum(r["summary"]["plans"] for r in plan_results),
                            "weighted_tiles": {r["country"]: r["summary"]["tiles"] for r in plan_results}},
+        **surface_counts,
     })
     state = {"ident": ident, "params": params, "rels": rels, "digests": digests, "files": files, "rows": rows,
              "totals": totals, "trace_final": trace_final, "audit": audit, "parts": part_results,
              "events": event_results, "tasks": task_results, "wall_of_part": dict(wall_of_part),
              "catalogue_rows": catalogue.rows if catalogue is not None else None, "s3_sites": s3_sites,
              "countries": countries, "secs": secs, "hist": dict(hist),
+             "plan_sample": plan_sample,
              "inputs": {**{ds: rels[ds] for ds in (S4, S5, S6, S7, S8)}, "outlet_catalogue": cat_rel,
-                        "s3_requirements": digest_targets["s3_requirements"]}}
+                        "s3_requirements": digest_targets["s3_requirements"], **surfaces}}
     return _finish(storage, client, findings, counts, seed, fp, parameter_hash, run_id, params, state, rels,
                    t0, started, out)
 
@@ -742,25 +782,37 @@ def _reverify_egress(storage: Storage, checksums: dict[str, Any], findings: s9.F
                          "validated", 1, [{"recorded": entry["sha256_hex"], "actual": h.hexdigest()}])
 
 
+def _docs(seed: int, fp: str, ph: str | None, run_id: str, params, state: dict[str, Any],
+          checksums: dict[str, Any], findings: s9.Findings, counts, audit_of: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    """The bundle members (:data:`segment1b.s9_validation.BUNDLE_MEMBERS`) as JSON-ready objects."""
+    summary = {"status": "FAIL" if findings else "PASS", "failed_codes": findings.codes(),
+               "identity": {"seed": seed, "manifest_fingerprint": fp, "parameter_hash": ph,
+                            "run_id": run_id or None},
+               "rows": state.get("rows", {}), "catalogue_rows": state.get("catalogue_rows"),
+               "s3_n_sites": state.get("s3_sites"), "checks": findings.summary(counts)}
+    if audit_of is not None:
+        summary["audit"] = audit_of
+    return {"MANIFEST.json": _manifest(seed, fp, ph, run_id, params, state),
+            "rng_accounting.json": _rng_accounting(state), "egress_checksums.json": checksums,
+            "s9_summary.json": summary}
+
+
 def _finish(storage: Storage, client, findings: s9.Findings, counts, seed: int, fp: str, ph: str | None,
             run_id: str, params, state: dict[str, Any], rels, t0: float, started: str,
             out) -> ValidationResult:
     checksums = _egress_checksums(state)
     if not findings:
         _reverify_egress(storage, checksums, findings)
+    published = _published_pass(storage, fp)
+    if published is not None:
+        return _finish_audit(storage, client, findings, counts, seed, fp, ph, run_id, params, state,
+                             checksums, published, t0, started, out)
     rows = state.get("rows", {}).get(S8, 0)
     bundle_path = flag = None
     for _ in range(2):
         passed = not findings
-        docs = {"MANIFEST.json": _manifest(seed, fp, ph, run_id, params, state),
-                "rng_accounting.json": _rng_accounting(state), "egress_checksums.json": checksums,
-                "s9_summary.json": {"status": "PASS" if passed else "FAIL", "failed_codes": findings.codes(),
-                                    "identity": {"seed": seed, "manifest_fingerprint": fp,
-                                                 "parameter_hash": ph,
-                                                 "run_id": run_id or None},
-                                    "rows": state.get("rows", {}),
-                                    "catalogue_rows": state.get("catalogue_rows"),
-                                    "s3_n_sites": state.get("s3_sites"), "checks": findings.summary(counts)}}
+        docs = _docs(seed, fp, ph, run_id, params, state, checksums, findings, counts)
         files = s9.bundle_files(docs, passed=passed)
         digest = s9.bundle_digest({p: files[p] for p in s9.BUNDLE_MEMBERS})
         target = (path_for(BUNDLE, manifest_fingerprint=fp) if passed
@@ -770,6 +822,7 @@ def _finish(storage: Storage, client, findings: s9.Findings, counts, seed: int, 
         except PublishError as exc:
             if exc.code == "E_PUBLISH_IO" or not passed:
                 raise
+            # another validation published a different PASS meanwhile
             findings.add("bundle", "E913_PUBLISH", "a different passing bundle is already published for this "
                          "fingerprint; a published PASS is never replaced", 1,
                          [{"path": target, "error": exc.message}])
@@ -798,6 +851,70 @@ def _finish(storage: Storage, client, findings: s9.Findings, counts, seed: int, 
     return result
 
 
+def _published_pass(storage: Storage, fp: str) -> dict[str, Any] | None:
+    """The PASS bundle published for ``fp`` (None when there is no flag): its path, flag digest and the two
+    documents that say what it vouches for — or the error that keeps it from verifying."""
+    target = path_for(BUNDLE, manifest_fingerprint=fp)
+    if not storage.exists(target + s9.FLAG_NAME):
+        return None
+    out: dict[str, Any] = {"path": target, "flag": None, "docs": None, "error": None}
+    try:
+        out["flag"] = s9.verify_bundle(_read_or_none(storage, target + s9.INDEX_NAME),
+                                       storage.read_bytes(target + s9.FLAG_NAME),
+                                       lambda p: _read_or_missing(storage, target + p),
+                                       where=storage.url(target))
+        out["docs"] = {name: json.loads(storage.read_bytes(target + name))
+                       for name in ("MANIFEST.json", "egress_checksums.json")}
+    except IntegrityError as exc:
+        out["error"] = {"code": exc.code, "error": exc.message}
+    except ValueError as exc:  # a member that verifies but is not JSON: not a bundle S9 wrote
+        out["error"] = {"code": "E908_BUNDLE_CONTENTS", "error": str(exc)[:300]}
+    return out
+
+
+def _finish_audit(storage: Storage, client, findings: s9.Findings, counts, seed: int, fp: str, ph: str | None,
+                  run_id: str, params, state: dict[str, Any], checksums: dict[str, Any],
+                  published: dict[str, Any], t0: float, started: str, out) -> ValidationResult:
+    """A validation over a published PASS is an audit: publish its own bundle and report, touch nothing else.
+
+    It passes when every check passes and it vouches for the bytes the published bundle vouches for (it may
+    list more); otherwise E913 (a genuinely different outcome over the same fingerprint).
+    """
+    if not findings and published["error"] is not None:
+        findings.add("bundle", "E913_PUBLISH", "the published PASS bundle of this fingerprint does not "
+                     "verify; a published PASS is never replaced", 1,
+                     [{"path": published["path"], **published["error"]}])
+    elif not findings:
+        docs = {"MANIFEST.json": _manifest(seed, fp, ph, run_id, params, state),
+                "egress_checksums.json": checksums}
+        seen = {name: json.loads(s9._json_bytes(doc)) for name, doc in docs.items()}  # as published
+        diff = s9_manifest.vouched_differences(published["docs"], seen)
+        findings.add("bundle", "E913_PUBLISH", "a different passing bundle is already published for this "
+                     "fingerprint: it vouches for other bytes than this validation saw; a published PASS is "
+                     "never replaced", len(diff), diff)
+    audit_of = {"bundle_path": published["path"], "flag_sha256_hex": published["flag"]}
+    files = s9.bundle_files(_docs(seed, fp, ph, run_id, params, state, checksums, findings, counts, audit_of),
+                            passed=False)  # a flag only ever at the normal path
+    digest = s9.bundle_digest({p: files[p] for p in s9.BUNDLE_MEMBERS})
+    target = path_for("validation_audit_1B", manifest_fingerprint=fp, attempt=digest[:16])
+    storage.publish_bytes(files, target, "validation_audit_1B", digest[:16])
+    wall = time.perf_counter() - t0
+    result = ValidationResult(passed=not findings, seed=seed, manifest_fingerprint=fp, parameter_hash=ph,
+                              run_id=run_id or None, failed_codes=findings.codes(),
+                              findings=findings.to_list(), bundle_path=published["path"],
+                              flag_sha256_hex=published["flag"],
+                              audit_path=target, rows=state.get("rows", {}).get(S8, 0), wall_seconds=wall,
+                              checks=findings.summary(counts))
+    if ph is not None:
+        result.report_path = _write_report(storage, client, result, state, started, wall, audit_digest=digest)
+    _print_result(result, storage, out)
+    return result
+
+
+def _read_or_none(storage: Storage, rel: str) -> bytes | None:
+    return storage.read_bytes(rel) if storage.exists(rel) else None
+
+
 def _read_or_missing(storage: Storage, rel: str) -> bytes:
     if not storage.exists(rel):
         raise FileNotFoundError(rel)
@@ -805,14 +922,19 @@ def _read_or_missing(storage: Storage, rel: str) -> bytes:
 
 
 def _write_report(storage: Storage, client, result: ValidationResult, state: dict[str, Any], started: str,
-                  wall: float) -> str:
+                  wall: float, *, audit_digest: str | None = None) -> str:
+    """The S9 run report; for an audit (``audit_digest`` given) the audit report beside it instead."""
     parts = state.get("parts", [])
     tasks = state.get("tasks", [])
     countries, secs = state.get("countries", {}), state.get("secs", {})
     identity = {"seed": result.seed, "manifest_fingerprint": result.manifest_fingerprint,
                 "parameter_hash": result.parameter_hash, "run_id": result.run_id}
-    receipts = ([{"partition_path": result.bundle_path, "sha256_hex": result.flag_sha256_hex}]
-                if result.bundle_path else [])
+    if result.audit_path:
+        receipts = [{"partition_path": result.audit_path, "sha256_hex": audit_digest}]
+    elif result.bundle_path:
+        receipts = [{"partition_path": result.bundle_path, "sha256_hex": result.flag_sha256_hex}]
+    else:
+        receipts = []
     table = [{"country_iso": c, "rows": n, "seconds": round(secs.get(c, 0.0), 4)}
              for c, n in countries.items()]
     report = StateReport(
@@ -821,20 +943,33 @@ def _write_report(storage: Storage, client, result: ValidationResult, state: dic
         peak_worker_rss_bytes=worker_memory_peaks(client),
         countries=sorted(table, key=lambda t: (-t["seconds"], t["country_iso"])), started_utc=started)
     report.extra.update(status="PASS" if result.passed else "FAIL", failed_codes=result.failed_codes,
-                        bundle_path=result.bundle_path, parts=len(parts),
+                        bundle_path=result.bundle_path, plan_sample=state.get("plan_sample"),
+                        parts=len(parts),
                         country_seconds_basis="part wall time shared among the part's countries by rows",
                         task_timings=[{"part": r["part"], "task": r["kind"],
                                        "seconds": round(r["_wall_s"], 4)}
                                       for r in sorted(tasks, key=lambda r: (r["part"], r["kind"]))])
-    return write_run_report(storage, report, seed=result.seed,
-                            manifest_fingerprint=result.manifest_fingerprint,
-                            parameter_hash=result.parameter_hash)
+    tokens = {"seed": result.seed, "manifest_fingerprint": result.manifest_fingerprint,
+              "parameter_hash": result.parameter_hash}
+    if result.audit_path is None:
+        return write_run_report(storage, report, **tokens)
+    report.extra.update(audit_path=result.audit_path, audit_of={"bundle_path": result.bundle_path,
+                                                                 "flag_sha256_hex": result.flag_sha256_hex})
+    rel = path_for("s9_audit_report", **tokens)
+    storage.write_json(rel, report.to_dict())
+    return rel
 
 
 def _print_result(result: ValidationResult, storage: Storage, out) -> None:
     status = "PASS" if result.passed else "FAIL"
-    print(f"  s9 {status}: {result.rows} site_locations rows, {result.wall_seconds:.1f}s; bundle "
-          f"{storage.url(result.bundle_path) if result.bundle_path else '(not published)'}", file=out)
+    if result.audit_path is not None:
+        print(f"  s9 audit {status}: {result.rows} site_locations rows, {result.wall_seconds:.1f}s; audit "
+              f"{storage.url(result.audit_path)}\n    a PASS was already published: its bundle "
+              f"{storage.url(result.bundle_path)}, its _passed.flag and the run's S9 report are unchanged",
+              file=out)
+    else:
+        print(f"  s9 {status}: {result.rows} site_locations rows, {result.wall_seconds:.1f}s; bundle "
+              f"{storage.url(result.bundle_path) if result.bundle_path else '(not published)'}", file=out)
     for check in result.checks:
         if check["status"] == "FAIL":
             for f in check["failures"]:
@@ -857,7 +992,8 @@ def register(sub) -> None:
                        help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
                        description="Validate the published S5-S8 datasets and RNG logs of one run and "
                        "publish the S9 validation bundle (with _passed.flag only when every check passes).  "
-                       "Exits 3 and prints the failing codes when a check fails.")
+                       "Over a published PASS it is an audit: its own bundle and report beside the run's, "
+                       "which stay as they are.  Exits 3 and prints the failing codes when a check fails.")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=_hex64, default=None, metavar="H",
@@ -893,5 +1029,6 @@ def main(args: argparse.Namespace, out=None, err=None) -> int:
                         plan_sample=args.plan_sample, out=out)
     if result.passed:
         return 0
-    print(f"FAILED S9 validation: {' '.join(result.failed_codes)}", file=err)
+    what = "audit (the published PASS is unchanged)" if result.audit_path else "validation"
+    print(f"FAILED S9 {what}: {' '.join(result.failed_codes)}", file=err)
     return EXIT_CONTRACT_FAILURE

@@ -153,6 +153,11 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
     # a sibling tree, so a failure never blocks a later passing bundle at the path above
     DatasetSpec("validation_failed_1B",
                 "data/layer1/1B/validation/_failed/fingerprint={manifest_fingerprint}/attempt={attempt}/", "bundle"),
+    # re-validations of a published PASS (audits, issue 14): the audit's bundle (no flag), one folder per
+    # distinct audit (attempt = first 16 hex of its digest); the PASS bundle above is never touched
+    DatasetSpec("validation_audit_1B",
+                "data/layer1/1B/validation/_audit/fingerprint={manifest_fingerprint}/attempt={attempt}/",
+                "bundle"),
     # RNG logs (§9); deterministic except ts_utc and run_id
     DatasetSpec("rng_events",
                 "logs/rng/events/{substream_label}/seed={seed}/parameter_hash={parameter_hash}/run_id={run_id}/",
@@ -168,6 +173,9 @@ DATASETS: dict[str, DatasetSpec] = {s.id: s for s in [
     DatasetSpec("run_receipt", "control/run/" + _SEED_FP_PH + "run_receipt.json", "json"),
     # what `segment1b run` leaves next to the receipt: summary, Dask performance report, HTML run report
     DatasetSpec("run_folder", "control/run/" + _SEED_FP_PH, "folder"),
+    # the latest audit's report, beside the S9 run report (which an audit never replaces)
+    DatasetSpec("s9_audit_report", "control/validation_bundle_1B/" + _SEED_FP_PH + "s9_audit_report.json",
+                "json"),
     DatasetSpec("parameters", "control/parameters/parameter_hash={parameter_hash}/parameters.json", "json"),
     DatasetSpec("reference_countries",
                 "reference/countries/countries_sha256={countries_sha256}/countries.parquet", "geoparquet"),

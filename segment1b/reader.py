@@ -1,9 +1,12 @@
 """Reading ``site_locations`` as a consumer: verify the S9 PASS flag first, then read (contract §10).
 
 No PASS flag, no read.  :func:`verify_passed_flag` recomputes the flag of the Segment 1B validation
-bundle from ``index.json`` and the indexed files, and checks every ``site_locations`` file against the
-bundle's ``egress_checksums.json``, so a flag left over from before a later edit of the data does not
-vouch for the edited files.  :func:`open_site_locations` returns a lazy dask-geopandas GeoDataFrame of
+bundle from ``index.json`` and the indexed files, checks every ``site_locations`` file against the
+bundle's ``egress_checksums.json``, and compares the listing of every folder the bundle's ``MANIFEST.json``
+lists (tile surfaces, S3-S8, the catalogue, every RNG log part) with the listed names and sizes, so a flag
+left over from before a later edit, deletion or addition does not vouch for the changed files (issue 14).
+``deep=True`` also reads every listed file again and compares its SHA-256 (:func:`check_flag` says what was
+checked).  :func:`open_site_locations` returns a lazy dask-geopandas GeoDataFrame of
 points (EPSG:4326) over the parts in name (= writer-sort) order; :func:`export_geoparquet` writes one
 GeoParquet file that plain geopandas reads.
 
@@ -17,19 +20,22 @@ import json
 import os
 import posixpath
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import s9_manifest
 from . import s9_validation as s9
 from .contracts import check_token, path_for
 from .errors import IntegrityError
 from .storage import Storage
 
-__all__ = ["verify_passed_flag", "open_site_locations", "export_geoparquet", "site_locations_parts",
-           "GEOPARQUET_VERSION"]
+__all__ = ["verify_passed_flag", "check_flag", "FlagCheck", "open_site_locations", "export_geoparquet",
+           "site_locations_parts", "GEOPARQUET_VERSION"]
 
 GEOPARQUET_VERSION = "1.1.0"
 CRS = "EPSG:4326"
@@ -43,11 +49,26 @@ def _read_optional(storage: Storage, rel: str) -> bytes | None:
     return storage.read_bytes(rel) if storage.exists(rel) else None
 
 
-def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
-                       storage_options: dict | None = None) -> str:
-    """Check the S9 ``_passed.flag`` of (seed, fingerprint) and that ``site_locations`` is what it validated.
+@dataclass(frozen=True)
+class FlagCheck:
+    """What :func:`check_flag` verified."""
 
-    Reads the bundle and hashes every ``site_locations`` file (eagerly, in this process).
+    flag_sha256_hex: str
+    #: files the bundle lists (besides its own), and the folders they are in
+    files: int
+    folders: int
+    #: bytes of the listed files; bytes read and hashed (site_locations, and with ``deep`` every listed file)
+    listed_bytes: int
+    hashed_bytes: int
+    deep: bool
+
+
+def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *, storage_options: dict | None = None,
+                       deep: bool = False) -> str:
+    """Check the S9 ``_passed.flag`` of (seed, fingerprint) and that the published files are what it checked.
+
+    Reads the bundle, hashes every ``site_locations`` file and lists every folder the bundle lists
+    (eagerly, in this process); ``deep`` also rehashes every listed file (RNG logs, tile surfaces, S3-S8).
 
     Parameters
     ----------
@@ -58,6 +79,8 @@ def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
         ``manifest_fingerprint`` (64 lowercase hex).
     storage_options : dict, optional
         fsspec options of the data root.
+    deep : bool
+        Compare the SHA-256 of every listed file too, not only names and sizes.
 
     Returns
     -------
@@ -69,8 +92,10 @@ def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
     IntegrityError
         ``E910_FLAG`` (no flag: the validation failed or never ran; malformed flag; flag digest differs from
         the files; the bundle does not vouch for this seed), ``E909_INDEX`` (index missing, malformed, or a
-        bundle file differs from its index entry), ``E908_BUNDLE_CONTENTS`` (a member is missing),
-        ``E911_FINALITY`` (a ``site_locations`` file was added, removed or changed after validation).
+        bundle file differs from its index entry), ``E908_BUNDLE_CONTENTS`` (a member is missing or
+        malformed), ``E911_FINALITY`` (a ``site_locations`` file was added, removed or changed after
+        validation; a listed file — an RNG log part, a tile surface or dataset part — is missing, has another
+        size or, with ``deep``, other bytes; a listed folder holds a file that was not validated).
     InputError
         ``E309_VALUE_RANGE`` for a malformed seed or fingerprint.
 
@@ -79,6 +104,13 @@ def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
     >>> verify_passed_flag("/data/root", 42, "ab" * 32)  # doctest: +SKIP
     '5f0c...'
     """
+    check = check_flag(data_root, seed, fingerprint, storage_options=storage_options, deep=deep)
+    return check.flag_sha256_hex
+
+
+def check_flag(data_root: str, seed: int, fingerprint: str, *, storage_options: dict | None = None,
+               deep: bool = False) -> FlagCheck:
+    """:func:`verify_passed_flag`, returning what was checked (for ``segment1b verify-flag``)."""
     seed = int(check_token("seed", seed))
     check_token("manifest_fingerprint", fingerprint)
     storage = _storage(data_root, storage_options)
@@ -94,10 +126,50 @@ def verify_passed_flag(data_root: str, seed: int, fingerprint: str, *,
     digest = s9.verify_bundle(_read_optional(storage, bundle + s9.INDEX_NAME),
                               _read_optional(storage, bundle + s9.FLAG_NAME), read_member, where=where)
     rel = path_for("site_locations", seed=seed, manifest_fingerprint=fingerprint)
-    actual = ({name: storage.file_sha256(rel + name) for name in storage.list_files(rel)}
+    egress = ({name: storage.file_sha256(rel + name) for name in storage.list_files(rel)}
               if storage.is_published(rel) else {})
-    s9.verify_egress(read_member("egress_checksums.json"), rel, actual, where=where)
-    return digest
+    s9.verify_egress(read_member("egress_checksums.json"), rel, egress, where=where)
+    try:
+        manifest = json.loads(read_member("MANIFEST.json"))
+        files = s9_manifest.listed_files(manifest)
+        partitions = s9_manifest.unlisted_partitions(manifest)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError("E908_BUNDLE_CONTENTS", f"MANIFEST.json is malformed: {exc}",
+                             dataset="validation_bundle_1B", path=where) from None
+    folders = s9_manifest.listed_folders(files)
+    rows = s9_manifest.listing_differences(files, {f: _sizes(storage, f) for f in folders})
+    hashed = sum(storage.fs.size(storage.abspath(rel + name)) for name in egress)
+    if deep and not rows:
+        # site_locations was hashed above; every other listed file and unlisted partition is read again, a
+        # few at a time (hashlib releases the GIL while it hashes; remote stores answer in parallel)
+        paths = [p for p in files if not p.startswith(rel)]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            again = dict(zip(paths, pool.map(storage.file_sha256, paths)))
+        hashed += sum(int(files[p]["bytes"] or 0) for p in again)
+        rows = s9_manifest.digest_differences({p: f["sha256_hex"] for p, f in files.items()}, again)
+        actual = {p: storage.partition_digest(p) for p in partitions if storage.is_published(p)}
+        rows += [{"path": p, "problem": "missing"} for p in sorted(set(partitions) - set(actual))]
+        rows += s9_manifest.digest_differences(partitions, actual)
+    if rows:
+        what = f"{len(rows)} file(s) the bundle validated are missing, changed or joined by unvalidated files"
+        raise IntegrityError("E911_FINALITY", what, dataset="validation_bundle_1B", path=where, rows=rows,
+                             hint="the data was modified after validation: do not use it; re-run the "
+                             "segment, or `segment1b validate` to see what no longer checks out")
+    listed = sum(int(f["bytes"] or 0) for f in files.values())
+    return FlagCheck(digest, len(files), len(folders), listed, hashed, deep)
+
+
+def _sizes(storage: Storage, folder: str) -> dict[str, int]:
+    """File name -> size of a folder's published files (hidden staging and marker entries left out)."""
+    base = storage.abspath(folder).rstrip("/")
+    if not storage.fs.exists(base):
+        return {}
+    out = {}
+    for path, info in storage.fs.find(base, detail=True).items():
+        sub = path[len(base):].lstrip("/") if path.startswith(base) else path
+        if not any(p.startswith(".") for p in sub.split("/")):
+            out[sub] = int(info["size"])
+    return out
 
 
 def site_locations_parts(storage: Storage, seed: int, fingerprint: str) -> list[str]:

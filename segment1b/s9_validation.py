@@ -21,6 +21,9 @@ egress_parity        E901 / E902                    site_locations = S7 minus ti
 synthesis_parity     E901 / E902                    S7 = S5 ⋈ S6 with lon/lat = centroid + delta
 catalogue_coverage   E901 / E902                    site keys = outlet catalogue keys
 row_counts           E901 / E902                    rows = catalogue rows = Σ S3 n_sites
+surface_tiles        E101 / E102                    tile_index, tile_bounds and tile_weights published with
+                                                    the same (country, tile) set, part by part
+surface_weights      E105                           per country Σ weight_fp = 10^dp, one dp, the run's
 plan_quota           E404 / E503                    every pair's S4 plan sums to its S3 n_sites; S5 puts
                                                     exactly n_sites_tile sites on each planned tile
 plan_recompute       E404 / E416 / E101             on a sample of pairs, S4 = largest remainder
@@ -35,8 +38,8 @@ rng_audit            E907 / E912                    exactly one audit record wit
 point_in_pixel       E707                           every S7 point in its tile (S7's own code)
 point_in_country     E608                           every S7 point in its country polygon (S6's code:
                                                     E9xx has no geometry code)
-finality             E911                           partition digests = run-report receipts; egress
-                                                    unchanged while validating
+finality             E911                           partition digests (tile surfaces, S4-S8) = run-report
+                                                    receipts; egress unchanged while validating
 bundle               E908 / E909 / E910 / E913      bundle complete, index and flag verify, published
 ==================== ============================== ===================================================
 
@@ -71,13 +74,15 @@ __all__ = [
     "CHECKS", "MAX_EXAMPLES", "VALIDATOR_VERSION", "Findings", "Expect", "EventColumns", "parse_events",
     "check_schema", "check_part_tables", "check_part_events", "check_across_parts", "check_trace",
     "check_audit", "check_row_counts", "check_part_plan", "check_plan_recompute", "allocate_all_tiles",
-    "plan_sample_rank", "plan_sample_salt",
+    "plan_sample_rank", "plan_sample_salt", "SURFACES", "SURFACE_COLUMNS", "check_part_surfaces",
+    "weight_sums", "check_weight_sums",
     "check_receipts", "bundle_files", "bundle_digest", "render_flag", "verify_bundle", "verify_egress",
     "BUNDLE_MEMBERS", "INDEX_NAME", "FLAG_NAME",
 ]
 
-#: Bumped when the checks or the bundle layout change (recorded in MANIFEST.json).
-VALIDATOR_VERSION = 2
+#: Bumped when the checks or the bundle layout change (recorded in MANIFEST.json).  3: the tile surfaces are
+#: checked and listed, every input lists its files (issue 14).
+VALIDATOR_VERSION = 3
 MAX_EXAMPLES = 20
 
 #: check name -> (codes it can report, what it verifies); the order of s9_summary.json.
@@ -99,6 +104,12 @@ CHECKS: dict[str, tuple[tuple[str, ...], str]] = {
     "catalogue_coverage": (("E901_ROW_MISSING", "E902_ROW_EXTRA"), "site keys equal the outlet catalogue's"),
     "row_counts": (("E901_ROW_MISSING", "E902_ROW_EXTRA"),
                    "site_locations rows = outlet catalogue rows = sum of S3 n_sites"),
+    "surface_tiles": (("E101_TILE_INDEX_MISSING", "E102_FK_MISMATCH"),
+                      "tile_index, tile_bounds and tile_weights are published and hold the same "
+                      "(country_iso, tile_id) set, part by part, each tile once"),
+    "surface_weights": (("E105_NORMALIZATION",),
+                        "per country, the tile_weights weight_fp sum to exactly 10^dp, with one dp: the "
+                        "run's"),
     "plan_quota": (("E404_ALLOCATION_MISMATCH", "E503_TILE_QUOTA_MISMATCH"),
                    "every (merchant, country) pair's s4_alloc_plan rows have n_sites_tile >= 1 and sum to its "
                    "s3_requirements n_sites; S5 assigns exactly n_sites_tile sites to each planned tile"),
@@ -120,8 +131,8 @@ CHECKS: dict[str, tuple[tuple[str, ...], str]] = {
     "point_in_country": (("E608_POINT_OUTSIDE_COUNTRY",),
                          "every S7 point is inside (or on) its country polygon"),
     "finality": (("E911_FINALITY",),
-                 "partition digests equal the run reports' receipts; site_locations did not "
-                 "change while being validated"),
+                 "partition digests (tile_index, tile_bounds, tile_weights, S4-S8) equal the receipts of the "
+                 "S1-S8 run reports; site_locations did not change while being validated"),
     "bundle": (("E908_BUNDLE_CONTENTS", "E909_INDEX", "E910_FLAG", "E913_PUBLISH"),
                "bundle complete, index.json and _passed.flag verify, bundle published"),
 }
@@ -138,6 +149,11 @@ S5, S6, S7, S8 = "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis
 DATASETS = (S5, S6, S7, S8)
 S4 = "s4_alloc_plan"
 _U64_MAX = 2**64 - 1
+#: the S1/S2 tile surfaces; their parts share part numbers (one unit of S1 = one part of each)
+SURFACES = ("tile_index", "tile_bounds", "tile_weights")
+#: the only columns S9 reads of each surface
+SURFACE_COLUMNS = {"tile_index": ("country_iso", "tile_id"), "tile_bounds": ("country_iso", "tile_id"),
+                   "tile_weights": ("country_iso", "tile_id", "weight_fp", "dp")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -937,6 +953,135 @@ def check_receipts(digests: Mapping[str, str | None], receipts: Mapping[str, Map
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the tile surfaces (S1/S2): one tile set in all three, weights that sum to 10^dp per country
+
+
+def _iso_codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """uint16 codes of an ISO column; a dictionary column goes through its (small) dictionary only."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_dictionary(column.type) and not column.null_count:
+        return iso_u16(column.dictionary)[np.asarray(column.indices.to_numpy(zero_copy_only=False), np.intp)]
+    return iso_u16(column)
+
+
+def _tile_keys(table: pa.Table) -> SiteKeys:
+    """(country_iso, tile_id) of a surface part as :class:`SiteKeys` (tile_id in the merchant slot)."""
+    tile = np.asarray(table["tile_id"].to_numpy(), np.uint64)
+    return SiteKeys(tile, _iso_codes(table["country_iso"]), np.zeros(len(tile), np.int64))
+
+
+def _tile_rows(keys: SiteKeys, idx: np.ndarray, part: int, **extra: str) -> list[dict[str, Any]]:
+    return [{"part": part, "country_iso": r["legal_country_iso"], "tile_id": r["merchant_id"], **extra}
+            for r in keys.rows(idx, MAX_EXAMPLES)]
+
+
+def weight_sums(table: pa.Table, iso: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Per country of one ``tile_weights`` part: exact Σ weight_fp (a Python int), its dp values, its tiles.
+
+    ``table`` needs ``country_iso``, ``weight_fp`` and ``dp``; ``iso`` are the country codes when the caller
+    has them already.  Feeds :func:`check_weight_sums`.
+
+    >>> t = pa.table({"country_iso": ["DE", "DE"], "weight_fp": pa.array([2**63, 2**63], pa.uint64()),
+    ...               "dp": pa.array([3, 3], pa.uint32())})
+    >>> weight_sums(t)["DE"]["sum"] == 2**64
+    True
+    """
+    w = np.asarray(table["weight_fp"].to_numpy(), np.uint64)
+    dp = np.asarray(table["dp"].to_numpy(), np.int64)
+    iso = _iso_codes(table["country_iso"]) if iso is None else iso
+    if iso.size > 1 and (iso[1:] < iso[:-1]).any():  # written by country; sort only what is not
+        order = np.argsort(iso, kind="stable")
+        iso, w, dp = iso[order], w[order], dp[order]
+    starts = np.flatnonzero(np.r_[True, iso[1:] != iso[:-1]]) if iso.size else np.empty(0, np.intp)
+    if not starts.size:
+        return {}
+    # exact sums: the high and low 32 bits apart, each sum fits in uint64 (fewer than 2^32 rows)
+    hi = np.add.reduceat(w >> np.uint64(32), starts).tolist()
+    lo = np.add.reduceat(w & np.uint64(0xFFFFFFFF), starts).tolist()
+    ends = np.r_[starts[1:], len(iso)].tolist()
+    out = {}
+    for a, b, h, low in zip(starts.tolist(), ends, hi, lo):
+        code = int(iso[a])
+        d = dp[a:b]
+        out[chr(code >> 8) + chr(code & 0xFF)] = {
+            "sum": (h << 32) + low, "tiles": b - a,
+            "dp": [int(d[0])] if d.min() == d.max() else np.unique(d).tolist()}
+    return out
+
+
+def check_part_surfaces(part: int, tables: Mapping[str, pa.Table | None],
+                        findings: Findings) -> dict[str, Any]:
+    """One part of ``tile_index``, ``tile_bounds`` and ``tile_weights``: the same (country, tile) set (E102).
+
+    Parameters
+    ----------
+    part : int
+        The part number (the three surfaces share part numbers).
+    tables : mapping
+        Dataset id of :data:`SURFACES` -> the part's :data:`SURFACE_COLUMNS` (``None``: the part file is
+        missing from that surface, so all of the others' tiles are missing from it).
+    findings : Findings
+
+    Returns
+    -------
+    dict
+        ``part``, ``rows`` per surface (``None`` when missing) and ``weights``: country -> ``{"sum": exact
+        Σ weight_fp, "dp": its dp values, "tiles"}`` for :func:`check_weight_sums`.
+    """
+    keys = {ds: _tile_keys(t) for ds, t in tables.items() if t is not None}
+    summary: dict[str, Any] = {"part": part, "weights": {},
+                               "rows": {ds: len(keys[ds]) if ds in keys else None for ds in SURFACES}}
+    if "tile_weights" in keys:
+        summary["weights"] = weight_sums(tables["tile_weights"], keys["tile_weights"].iso)
+    present = [keys[ds] for ds in SURFACES if ds in keys]
+    if len(present) == len(SURFACES) and all(present[0].equals(k) for k in present[1:]):
+        return summary  # the usual case: three identical key columns
+    empty = SiteKeys.empty()  # keeps the dtypes when a surface is missing
+    every = SiteKeys(*(np.concatenate([getattr(k, f) for k in [empty, *present]])
+                       for f in ("merchant_id", "iso", "site_order")))
+    union = every.take(np.setdiff1d(np.arange(len(every)), every.duplicates(), assume_unique=True))
+    union = union.take(union.sort_order())
+    for ds in SURFACES:
+        have = keys.get(ds, SiteKeys.empty())
+        missing, twice = union.diff(have)
+        findings.add("surface_tiles", "E102_FK_MISMATCH", "tile_index, tile_bounds and tile_weights do not "
+                     "hold the same tiles", missing.size, _tile_rows(union, missing, part, missing_from=ds))
+        findings.add("surface_tiles", "E102_FK_MISMATCH", f"{ds} lists a tile more than once", twice.size,
+                     _tile_rows(have, twice, part, duplicate_in=ds))
+    return summary
+
+
+def check_weight_sums(parts: Iterable[Mapping[str, Mapping[str, Any]]], dp: int | None,
+                      findings: Findings) -> dict[str, int]:
+    """Per country over all parts: one dp, the run's ``dp``, and Σ weight_fp = 10^dp exactly (E105).
+
+    ``parts`` are :func:`weight_sums` of every part; ``dp`` is the parameter set's (``None``:
+    unknown, not compared).  Returns the number of countries and tiles.
+    """
+    total: dict[str, dict[str, Any]] = {}
+    for weights in parts:
+        for iso, w in weights.items():
+            t = total.setdefault(iso, {"sum": 0, "dp": set(), "tiles": 0})
+            t["sum"] += int(w["sum"])
+            t["dp"].update(w["dp"])
+            t["tiles"] += int(w["tiles"])
+    for iso, t in sorted(total.items()):
+        dps = sorted(t["dp"])
+        if len(dps) > 1:
+            findings.add("surface_weights", "E105_NORMALIZATION", "a country's tile_weights mix dp values", 1,
+                         [{"country_iso": iso, "dp_values": dps}])
+        elif dp is not None and dps[0] != dp:
+            findings.add("surface_weights", "E105_NORMALIZATION", "tile_weights dp differs from the "
+                         "parameter set's dp", 1, [{"country_iso": iso, "dp": dps[0], "expected_dp": dp}])
+        elif t["sum"] != 10 ** dps[0]:
+            findings.add("surface_weights", "E105_NORMALIZATION", "a country's weight_fp do not sum to 10^dp",
+                         1, [{"country_iso": iso, "dp": dps[0], "weight_fp_sum": t["sum"],
+                              "expected": 10 ** dps[0]}])
+    return {"countries": len(total), "tiles": sum(t["tiles"] for t in total.values())}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the S4 allocation plan: quotas on every row, an independent recomputation on a sample
 
 
@@ -1026,7 +1171,7 @@ def check_part_plan(part: int, plan: pa.Table | None, sites: pa.Table | None, re
     slots = SiteKeys(np.repeat(k4.merchant_id, per_row), np.repeat(k4.iso, per_row),
                      np.repeat(k4.site_order, per_row))
     unfilled, over = slots.diff(k5)
-    findings.add("plan_quota", "E503_TILE_QUOTA_MISMATCH", f"planned tile slots that S5 leaves empty",
+    findings.add("plan_quota", "E503_TILE_QUOTA_MISMATCH", "planned tile slots that S5 leaves empty",
                  unfilled.size, _named(_keys_rows(slots, unfilled, part), "tile_id"))
     site_order = np.asarray(sites["site_order"].to_numpy(), np.int64) if "site_order" in sites.column_names \
         else np.zeros(len(k5), np.int64)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import geo_fixtures as gf
-from jobs.prepare import check_published_weights, prepare
+from jobs.prepare import DATASETS, check_published_weights, prepare
 from segment1b.contracts import path_for
 from segment1b.errors import IntegrityError, Segment1BError
 from segment1b.grid import Grid
@@ -77,6 +77,17 @@ def test_prepare_publishes_three_datasets_and_reports(storage, client, countries
         storage, client, grid=G, basis="uniform", countries=countries_file, unit_cells=40, out=out
     )
     assert again["skipped"] and "already published" in out.getvalue() and again["parameter_hash"] == ph
+    # killed between publishing and reporting: S9 needs the S1/S2 receipts (issue 14), so a rerun finishes
+    # the work again (the same bytes: the publish is a no-op) and writes the reports
+    s1_rel = f"control/tile_index/parameter_hash={ph}/s1_run_report.json"
+    storage.remove(s1_rel)
+    before = {d: storage.partition_digest(path_for(d, parameter_hash=ph)) for d in DATASETS}
+    out = io.StringIO()
+    third = prepare(storage, client, grid=G, basis="uniform", countries=countries_file, unit_cells=40,
+                    out=out)
+    assert not third["skipped"] and "already published" not in out.getvalue()
+    assert storage.read_json(s1_rel)["determinism_receipt"] == s1["determinism_receipt"]
+    assert {d: storage.partition_digest(path_for(d, parameter_hash=ph)) for d in DATASETS} == before
 
 
 def test_identical_bytes_with_one_and_two_workers(tmp_path, client, client1, countries_file):

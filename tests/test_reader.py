@@ -12,6 +12,7 @@ import world
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
 from jobs.validate import run_s9
+from segment1b import rng
 from segment1b.contracts import path_for
 from segment1b.errors import IntegrityError
 from segment1b.reader import export_geoparquet, open_site_locations, verify_passed_flag
@@ -56,6 +57,9 @@ def test_open_site_locations_is_a_lazy_point_frame_in_writer_order(passed):
     ("edit a bundle file", "E909_INDEX"),
     ("edit site_locations after the pass", "E911_FINALITY"),
     ("add a file to site_locations", "E911_FINALITY"),
+    ("delete an RNG event part", "E911_FINALITY"),
+    ("delete the RNG trace log", "E911_FINALITY"),
+    ("truncate an RNG event part", "E911_FINALITY"),
 ])
 def test_reader_refuses_when_the_flag_does_not_vouch(copy, tamper, code):
     storage, ident = copy
@@ -73,9 +77,18 @@ def test_reader_refuses_when_the_flag_does_not_vouch(copy, tamper, code):
         data = bytearray(storage.read_bytes(part))
         data[100] ^= 0xFF
         storage.write_bytes(part, bytes(data))
-    else:
+    elif tamper == "add a file to site_locations":
         storage.write_bytes(egress + "part-99999.parquet",
                             storage.read_bytes(storage.parquet_parts(egress)[0]))
+    elif tamper == "delete an RNG event part":
+        events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
+        storage.remove(events + "part-00001.jsonl")
+    elif tamper == "delete the RNG trace log":
+        storage.remove(path_for("rng_trace_log", **ident.log_tokens))
+    else:  # the last event of a part gone: the listing shows another size
+        ev = path_for("rng_events", substream_label=rng.S5_LABEL, **ident.log_tokens) + "part-00000.jsonl"
+        data = storage.read_bytes(ev)
+        storage.write_bytes(ev, data[:data.rstrip(b"\n").rfind(b"\n") + 1])
     with pytest.raises(IntegrityError) as e:
         open_site_locations(storage.root_url, ident.seed, FP)
     assert e.value.code == code
@@ -109,3 +122,22 @@ def test_verify_refuses_another_seed(passed):
     with pytest.raises(IntegrityError) as e:
         verify_passed_flag(storage.root_url, ident.seed + 1, FP)
     assert e.value.code == "E910_FLAG"
+
+
+def test_deep_verification_rehashes_what_a_listing_cannot_see(copy, capsys):
+    """A same-size edit of an RNG log passes the quick check (names and sizes) and fails --deep."""
+    storage, ident = copy
+    ev = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens) + "part-00000.jsonl"
+    data = bytearray(storage.read_bytes(ev))
+    at = data.index(b'"ts_utc":"') + len(b'"ts_utc":"') + 3  # a digit of the year of the first event
+    data[at] = ord("7") if data[at] != ord("7") else ord("8")
+    storage.write_bytes(ev, bytes(data))
+    identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", FP]
+    assert verify_passed_flag(storage.root_url, ident.seed, FP)
+    assert cli_main(["verify-flag", *identity]) == 0
+    with pytest.raises(IntegrityError) as e:
+        verify_passed_flag(storage.root_url, ident.seed, FP, deep=True)
+    assert e.value.code == "E911_FINALITY" and [r["path"] for r in e.value.rows] == [ev]
+    capsys.readouterr()
+    assert cli_main(["verify-flag", *identity, "--deep"]) == EXIT_CONTRACT_FAILURE
+    assert "E911_FINALITY" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """S9 pure checks on literals: findings, the bundle format and its verification, logs, totals, receipts."""
 
 import json
+from operator import itemgetter
 
 import numpy as np
 import pytest
@@ -247,3 +248,75 @@ def test_plan_sample_rank_is_salted_and_deterministic():
     assert len(np.unique(a)) == 1000
     # roughly uniform: the 100 smallest ranks are spread over the merchants, not the first ones
     assert np.argsort(a)[:100].mean() > 300
+
+
+# --- tile surfaces: one tile set in tile_index, tile_bounds and tile_weights; weights sum to 10^dp ----------
+
+TILES = [("DE", 10), ("DE", 12), ("FR", 5)]
+
+
+def _surfaces(index=TILES, bounds=TILES, weights=(("DE", 10, 600), ("DE", 12, 400), ("FR", 5, 1000)), dp=3):
+    return {"tile_index": None if index is None else
+            _table("tile_index", [(c, t, "center", 0, 0, 0.0, 0.0, 1.0) for c, t in index]),
+            "tile_bounds": None if bounds is None else
+            _table("tile_bounds", [(c, t, 0.0, 1.0, 0.0, 1.0) for c, t in bounds]),
+            "tile_weights": None if weights is None else
+            _table("tile_weights", [(c, t, w, dp, False) for c, t, w in weights])}
+
+
+def test_part_surfaces_pass_and_sum_weights_per_country():
+    f = s9.Findings()
+    summary = s9.check_part_surfaces(4, _surfaces(), f)
+    assert f.to_list() == []
+    assert summary == {"part": 4, "rows": {"tile_index": 3, "tile_bounds": 3, "tile_weights": 3},
+                       "weights": {"DE": {"sum": 1000, "dp": [3], "tiles": 2},
+                                   "FR": {"sum": 1000, "dp": [3], "tiles": 1}}}
+    assert s9.check_weight_sums([summary["weights"]], 3, f) == {"countries": 2, "tiles": 3}
+    assert f.to_list() == []
+
+
+def _gone(iso, tile, surface):
+    return {"part": 4, "country_iso": iso, "tile_id": tile, "missing_from": surface}
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"bounds": TILES[:1] + TILES[2:]}, [_gone("DE", 12, "tile_bounds")]),
+    ({"index": TILES + [("FR", 6)]}, [_gone("FR", 6, "tile_bounds"), _gone("FR", 6, "tile_weights")]),
+    ({"weights": [("DE", 10, 600), ("DE", 12, 400), ("FR", 7, 1000)]},
+     [_gone("FR", 5, "tile_weights"), _gone("FR", 7, "tile_bounds"), _gone("FR", 7, "tile_index")]),
+    ({"bounds": [("DE", 10), ("FR", 12), ("FR", 5)]},  # same tile ids, another country
+     [_gone("DE", 12, "tile_bounds"), _gone("FR", 12, "tile_index"), _gone("FR", 12, "tile_weights")]),
+    ({"weights": None}, [_gone(c, t, "tile_weights") for c, t in TILES]),
+])
+def test_part_surfaces_name_every_tile_missing_from_a_surface(change, expected):
+    f = s9.Findings()
+    s9.check_part_surfaces(4, _surfaces(**change), f)
+    (item,) = f.to_list()
+    assert item["code"] == "E102_FK_MISMATCH" and item["check"] == "surface_tiles"
+    assert sorted(item["examples"], key=itemgetter("country_iso", "tile_id", "missing_from")) == expected
+
+
+def test_weight_sums_across_parts_dp_and_overflow():
+    part = {"DE": {"sum": 600, "dp": [3], "tiles": 1}}
+    f = s9.Findings()
+    s9.check_weight_sums([part, {"DE": {"sum": 400, "dp": [3], "tiles": 1}}], 3, f)  # one country, two parts
+    assert f.to_list() == []
+    f = s9.Findings()
+    s9.check_weight_sums([part, {"DE": {"sum": 400 + 12345, "dp": [3], "tiles": 1}}], 3, f)
+    (item,) = f.to_list()
+    assert item["code"] == "E105_NORMALIZATION" and item["examples"] == [
+        {"country_iso": "DE", "dp": 3, "weight_fp_sum": 13345, "expected": 1000}]
+    f = s9.Findings()
+    s9.check_weight_sums([part, {"DE": {"sum": 400, "dp": [4], "tiles": 1}}], 3, f)
+    assert [e for i in f.to_list() for e in i["examples"]] == [{"country_iso": "DE", "dp_values": [3, 4]}]
+    f = s9.Findings()
+    s9.check_weight_sums([{"FR": {"sum": 10**4, "dp": [4], "tiles": 1}}], 3, f)
+    assert [e for i in f.to_list() for e in i["examples"]] == [
+        {"country_iso": "FR", "dp": 4, "expected_dp": 3}]
+    # exact sums beyond 2^64 (uint64 arithmetic would wrap to 10^dp)
+    f = s9.Findings()
+    big = _surfaces(weights=[("DE", 10, 2**63), ("DE", 12, 2**63 + 1000), ("FR", 5, 1000)])
+    summary = s9.check_part_surfaces(0, big, f)
+    assert summary["weights"]["DE"]["sum"] == 2**64 + 1000
+    s9.check_weight_sums([summary["weights"]], 3, f)
+    assert f.codes() == ["E105_NORMALIZATION"]

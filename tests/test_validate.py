@@ -12,12 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
+import runs
 import world
+from jobs import pictures_report
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
+from jobs.pictures import resolve_identity
 from jobs.validate import run_s9
 from segment1b import rng
 from segment1b.contracts import dataset, path_for, report_path
+from segment1b.errors import IntegrityError
 from segment1b.reader import verify_passed_flag
 from segment1b.s8_egress import ENCODINGS
 from segment1b.storage import Storage, write_parquet_bytes
@@ -90,11 +94,17 @@ def test_pass_publishes_bundle_with_flag(validated, client):
     assert acc[rng.S6_LABEL]["draws"] == 2 * acc[rng.S6_LABEL]["events"]
     report = json.loads(storage.read_bytes(report_path("s9", **ident.tokens)))
     assert report["status"] == "PASS" and report["determinism_receipt"][0]["partition_path"] == BUNDLE
-    # the same files validate to the same bundle bytes: the second publish is a no-op
+    # the same files validate to the same bundle bytes; over the published PASS that is an audit, which
+    # leaves the PASS as it is and records the same members (its summary names what it audited)
     digest = storage.partition_digest(BUNDLE)
     again = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
     assert again.passed and again.flag_sha256_hex == result.flag_sha256_hex
     assert storage.partition_digest(BUNDLE) == digest
+    for name in ("MANIFEST.json", "rng_accounting.json", "egress_checksums.json"):
+        assert storage.read_bytes(again.audit_path + name) == storage.read_bytes(BUNDLE + name)
+    audited = json.loads(storage.read_bytes(again.audit_path + "s9_summary.json"))
+    assert audited.pop("audit") == {"bundle_path": BUNDLE, "flag_sha256_hex": result.flag_sha256_hex}
+    assert audited == summary
 
 
 def test_deleted_row_is_e901(fresh, client):
@@ -248,7 +258,8 @@ def _plan(ident):
 
 
 def test_weights_changed_after_the_plan_is_e404_from_the_recomputation(fresh, client):
-    """Only an independent recomputation over the tile weights can see this: S4-S8 agree with each other."""
+    """S4-S8 agree with each other: the recomputation over the tile weights sees it, and so does the S2
+    receipt of tile_weights (issue 14)."""
     storage, ident = fresh
     plan = pq.read_table(storage.abspath(storage.parquet_parts(_plan(ident))[0])).to_pylist()
     pairs = [(r["merchant_id"], r["legal_country_iso"]) for r in plan]
@@ -271,7 +282,7 @@ def test_weights_changed_after_the_plan_is_e404_from_the_recomputation(fresh, cl
         fh.write(write_parquet_bytes(weights, dataset("tile_weights")))
     examples = failed(storage, client, ident, "E404_ALLOCATION_MISMATCH")
     result = run_s9(storage, client, ident.seed, FP, plan_sample=10**6, out=io.StringIO())
-    assert result.failed_codes == ["E404_ALLOCATION_MISMATCH"]  # nothing else can tell
+    assert result.failed_codes == ["E404_ALLOCATION_MISMATCH", "E911_FINALITY"]  # the sums still hold
     examples = [e for f in result.findings for e in f["examples"]]
     assert {"merchant_id": big["merchant_id"], "legal_country_iso": big["legal_country_iso"],
             "tile_id": big["tile_id"], "n_sites_tile": big["n_sites_tile"], "expected": 0} in \
@@ -315,9 +326,12 @@ def test_plan_sample_can_be_chosen_or_turned_off(fresh, client):
     few = run_s9(storage, client, ident.seed, FP, plan_sample=5, out=io.StringIO())
     counts = _summary_check(storage, few.bundle_path, "plan_recompute")["counts"]
     assert few.passed and counts["sample_size"] == 5 and counts["pairs"] in (5, 6)  # + the largest pair
-    # the sample is part of the bundle: another sample is another bundle, refused over a published PASS
+    # another sample over a published PASS is an audit: it passes and leaves the PASS bundle as it is
+    digest = storage.partition_digest(BUNDLE)
     again = run_s9(storage, client, ident.seed, FP, plan_sample=6, out=io.StringIO())
-    assert again.failed_codes == ["E913_PUBLISH"]
+    assert again.passed and again.bundle_path == BUNDLE and again.flag_sha256_hex == few.flag_sha256_hex
+    assert storage.partition_digest(BUNDLE) == digest and "/_audit/" in again.audit_path
+    assert _summary_check(storage, again.audit_path, "plan_recompute")["counts"]["sample_size"] == 6
     storage.remove(BUNDLE)
     every = run_s9(storage, client, ident.seed, FP, plan_sample=10**6, out=io.StringIO())
     assert every.passed and _summary_check(storage, BUNDLE, "plan_recompute")["counts"]["pairs"] == len(PAIRS)
@@ -326,3 +340,181 @@ def test_plan_sample_can_be_chosen_or_turned_off(fresh, client):
             "--scheduler", client.scheduler.address, "--plan-sample", "0"]
     assert cli_main(args) == 0
     assert _summary_check(storage, BUNDLE, "plan_recompute")["counts"]["pairs"] == 0
+
+
+# --- a real run (tests/runs.py): tile surfaces against S1/S2, audits of a PASS ------------------------------
+# One `segment1b run` on the prepared 30m grid per module; each test works on a hard-linked copy and changes
+# files only through Storage.write_bytes (a new file renamed into place), never in place.
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory, client):
+    prepared, _ = runs.prepared_root(client)
+    storage = Storage(runs.fresh_root(prepared, str(tmp_path_factory.mktemp("real") / "root")))
+    summary = runs.run(storage, client)
+    assert summary.passed
+    return storage, resolve_identity(storage, runs.SEED, summary.identity["manifest_fingerprint"])
+
+
+@pytest.fixture
+def real_copy(real_run, tmp_path):
+    storage, ident = real_run
+    return Storage(runs.fresh_root(storage.root_url, str(tmp_path / "root"))), ident
+
+
+def _surface_part(storage, ident, ds, pick):
+    """(relative path, table) of the first ``ds`` part for which ``pick(table)`` is true."""
+    for rel in storage.parquet_parts(path_for(ds, parameter_hash=ident.parameter_hash)):
+        table = pq.read_table(storage.abspath(rel))
+        if pick(table):
+            return rel, table
+    raise AssertionError(f"no {ds} part fits")
+
+
+def _write_surface(storage, rel, table, ds):
+    storage.write_bytes(rel, write_parquet_bytes(table, dataset(ds)))
+
+
+def _bundle_of(ident):
+    return path_for("validation_bundle_1B", manifest_fingerprint=ident.manifest_fingerprint)
+
+
+def _codes_and_examples(result):
+    examples = {}
+    for f in result.findings:
+        examples.setdefault(f["code"], []).extend(f["examples"])
+    return set(result.failed_codes), examples
+
+
+def test_weights_not_summing_to_10_dp_are_e105_and_fail_deep_verification(real_copy, client):
+    storage, ident = real_copy
+    rel, table = _surface_part(storage, ident, "tile_weights",
+                               lambda t: t["country_iso"][0].as_py() == "US")
+    w = table["weight_fp"].to_numpy().copy()
+    w[len(w) // 2] += 12345
+    _write_surface(storage, rel, table.set_column(2, "weight_fp", pa.array(w, pa.uint64())), "tile_weights")
+    # after the PASS: the flag still verifies by listing, the deep check rehashes the surface
+    with pytest.raises(IntegrityError) as e:
+        verify_passed_flag(storage.root_url, ident.seed, ident.manifest_fingerprint, deep=True)
+    assert e.value.code == "E911_FINALITY" and rel in json.dumps(e.value.rows)
+    storage.remove(_bundle_of(ident))
+    result = run_s9(storage, client, ident.seed, ident.manifest_fingerprint, plan_sample=0, out=io.StringIO())
+    codes, examples = _codes_and_examples(result)
+    assert codes == {"E105_NORMALIZATION", "E911_FINALITY"}
+    dp = int(table["dp"][0].as_py())
+    assert examples["E105_NORMALIZATION"] == [{"country_iso": "US", "dp": dp, "weight_fp_sum": 10**dp + 12345,
+                                               "expected": 10**dp}]
+    assert {e["dataset"] for e in examples["E911_FINALITY"]} == {"tile_weights"}
+
+
+def test_two_swapped_weights_are_caught_without_a_plan_sample(real_copy, client):
+    """S1/S2 receipts: a post-prepare edit that keeps every sum and every set is a finality failure."""
+    storage, ident = real_copy
+    rel, table = _surface_part(storage, ident, "tile_weights",
+                               lambda t: len(set(t["weight_fp"].to_pylist())) > 1 and t.num_rows < 50)
+    w = table["weight_fp"].to_numpy().copy()
+    i, j = int(np.argmax(w)), int(np.argmin(w))
+    w[i], w[j] = w[j], w[i]
+    _write_surface(storage, rel, table.set_column(2, "weight_fp", pa.array(w, pa.uint64())), "tile_weights")
+    storage.remove(_bundle_of(ident))
+    result = run_s9(storage, client, ident.seed, ident.manifest_fingerprint, plan_sample=0, out=io.StringIO())
+    codes, examples = _codes_and_examples(result)
+    assert codes == {"E911_FINALITY"}
+    (example,) = examples["E911_FINALITY"]
+    assert example["dataset"] == "tile_weights" and example["partition_path"] == path_for(
+        "tile_weights", parameter_hash=ident.parameter_hash)
+
+
+def test_a_tile_missing_from_tile_bounds_is_e102(real_copy, client):
+    storage, ident = real_copy
+    rel, table = _surface_part(storage, ident, "tile_bounds", lambda t: t.num_rows > 3)
+    gone = table.slice(2, 1).to_pylist()[0]
+    _write_surface(storage, rel, pa.concat_tables([table.slice(0, 2), table.slice(3)]), "tile_bounds")
+    # and in another part one tile of tile_index given to another country (no longer a one-country part)
+    other = next(p for p in storage.parquet_parts(path_for("tile_index", parameter_hash=ident.parameter_hash))
+                 if p[-18:] != rel[-18:] and pq.read_metadata(storage.abspath(p)).num_rows > 3)
+    index = pq.read_table(storage.abspath(other))
+    moved = index.slice(1, 1).to_pylist()[0]
+    iso = index["country_iso"].to_pylist()
+    iso[1] = "ZZ"
+    _write_surface(storage, other, index.set_column(0, "country_iso", pa.array(iso)), "tile_index")
+    storage.remove(_bundle_of(ident))
+    result = run_s9(storage, client, ident.seed, ident.manifest_fingerprint, plan_sample=0, out=io.StringIO())
+    codes, examples = _codes_and_examples(result)
+    assert codes == {"E102_FK_MISMATCH", "E911_FINALITY"}
+    part = int(rel[-13:-8])
+    assert {"country_iso": gone["country_iso"], "tile_id": gone["tile_id"], "missing_from": "tile_bounds",
+            "part": part} in examples["E102_FK_MISMATCH"]
+    part = int(other[-13:-8])
+    for iso, surface in (("ZZ", "tile_bounds"), ("ZZ", "tile_weights"), (moved["country_iso"], "tile_index")):
+        assert {"country_iso": iso, "tile_id": moved["tile_id"], "missing_from": surface,
+                "part": part} in examples["E102_FK_MISMATCH"]
+    assert {e["dataset"] for e in examples["E911_FINALITY"]} == {"tile_bounds", "tile_index"}
+
+
+def test_the_bundle_lists_the_surfaces_and_every_log_part(real_run):
+    storage, ident = real_run
+    manifest = json.loads(storage.read_bytes(_bundle_of(ident) + "MANIFEST.json"))
+    inputs = {i["dataset"]: i for i in manifest["inputs"]}
+    for ds, state in (("tile_index", "s1"), ("tile_bounds", "s1"), ("tile_weights", "s2")):
+        rel = path_for(ds, parameter_hash=ident.parameter_hash)
+        assert inputs[ds]["partition_path"] == rel
+        assert inputs[ds]["sha256_hex"] == storage.partition_digest(rel)
+        assert [f["path"] for f in inputs[ds]["files"]] == storage.list_files(rel)
+        receipts = json.loads(storage.read_bytes(report_path(state, parameter_hash=ident.parameter_hash)))
+        receipt = {"partition_path": rel, "sha256_hex": inputs[ds]["sha256_hex"]}
+        assert receipt in receipts["determinism_receipt"]
+    logs = {f["path"]: f for f in manifest["logs"]}
+    expected = [path_for("rng_audit_log", **ident.log_tokens), path_for("rng_trace_log", **ident.log_tokens)]
+    for label in (rng.S5_LABEL, rng.S6_LABEL):
+        folder = path_for("rng_events", substream_label=label, **ident.log_tokens)
+        expected += [folder + name for name in storage.list_files(folder)]
+    assert sorted(logs) == sorted(expected)
+    for rel in expected:
+        assert logs[rel]["bytes"] == storage.fs.size(storage.abspath(rel))
+        assert logs[rel]["sha256_hex"] == storage.file_sha256(rel)
+
+
+@pytest.mark.parametrize("sample", ["300", "0"])
+def test_revalidating_a_pass_with_other_options_is_an_audit(real_copy, client, capsys, sample):
+    storage, ident = real_copy
+    fp = ident.manifest_fingerprint
+    s9_report = report_path("s9", **ident.tokens)
+    before = {"report": storage.read_bytes(s9_report), "bundle": storage.partition_digest(_bundle_of(ident))}
+    identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", fp]
+    scheduler = ["--scheduler", client.scheduler.address]
+    assert cli_main(["validate", *identity, "--plan-sample", sample, *scheduler]) == 0
+    out = capsys.readouterr().out
+    assert "s9 audit PASS" in out
+    # the run's report, bundle and flag are untouched; the audit is recorded beside them
+    assert storage.read_bytes(s9_report) == before["report"]
+    assert storage.partition_digest(_bundle_of(ident)) == before["bundle"]
+    audit = json.loads(storage.read_bytes(path_for("s9_audit_report", **ident.tokens)))
+    assert audit["status"] == "PASS" and audit["plan_sample"] == int(sample)
+    summary = json.loads(storage.read_bytes(audit["audit_path"] + "s9_summary.json"))
+    assert summary["status"] == "PASS" and summary["audit"]["bundle_path"] == _bundle_of(ident)
+    recompute = next(c for c in summary["checks"] if c["check"] == "plan_recompute")
+    assert recompute["counts"]["sample_size"] == int(sample)
+    # the report and verify-flag agree
+    assert pictures_report.collect_report(storage, ident, include_map=False)["status"] == "PASS"
+    assert cli_main(["verify-flag", *identity]) == 0
+
+
+def test_a_failing_audit_leaves_the_run_s_report_and_flag_alone(real_copy, client, capsys):
+    storage, ident = real_copy
+    fp = ident.manifest_fingerprint
+    s9_report = report_path("s9", **ident.tokens)
+    before = {"report": storage.read_bytes(s9_report), "bundle": storage.partition_digest(_bundle_of(ident))}
+    events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
+    storage.remove(events + "part-00000.jsonl")
+    identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", fp]
+    assert cli_main(["validate", *identity, "--scheduler", client.scheduler.address]) == EXIT_CONTRACT_FAILURE
+    assert "E901_ROW_MISSING" in capsys.readouterr().err
+    assert storage.read_bytes(s9_report) == before["report"]
+    assert storage.partition_digest(_bundle_of(ident)) == before["bundle"]
+    audit = json.loads(storage.read_bytes(path_for("s9_audit_report", **ident.tokens)))
+    assert audit["status"] == "FAIL" and "E901_ROW_MISSING" in audit["failed_codes"]
+    # the consumer check refuses the missing part, and the report shows the failed audit
+    assert cli_main(["verify-flag", *identity]) == EXIT_CONTRACT_FAILURE
+    assert "E911_FINALITY" in capsys.readouterr().err
+    report = pictures_report.collect_report(storage, ident, include_map=False)
+    assert report["audit"]["status"] == "FAIL"

@@ -18,7 +18,8 @@ import pyarrow as pa
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from segment1b.contracts import dataset, path_for
+from jobs.runtime import StateReport
+from segment1b.contracts import dataset, path_for, report_path
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, SegmentParameters
 from segment1b.storage import Storage, part_name, write_parquet_bytes
@@ -68,18 +69,23 @@ def countries_sha256() -> str:
 
 
 def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42, dp: int = 8) -> RunIdentity:
-    """Publish tile_index, tile_weights, reference countries and s3_requirements; return the identity."""
+    """Publish tile_index, tile_bounds, tile_weights (with S1/S2 run reports), reference countries and
+    s3_requirements; return the identity."""
     import geopandas as gpd
 
     geoms = countries()
     params = SegmentParameters(grid=GRID.to_params(), countries_sha256=countries_sha256(), basis="area_m2", dp=dp)
     ph = params.parameter_hash
-    index_parts, weight_parts = [], []
+    index_parts, bounds_parts, weight_parts = [], [], []
     for iso, geom in sorted(geoms.items()):
         tid = tiles_of(geom)
         rows, cols = GRID.row_col(tid)
         cx, cy = GRID.centroid(tid)
+        west, east, south, north = GRID.bounds(tid)
         n = len(tid)
+        bounds_parts.append(pa.table({
+            "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "west_lon": west,
+            "east_lon": east, "south_lat": south, "north_lat": north}))
         index_parts.append(pa.table({
             "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()), "inclusion_rule": ["center"] * n,
             "raster_row": pa.array(rows, pa.uint32()), "raster_col": pa.array(cols, pa.uint32()),
@@ -88,12 +94,22 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
             "country_iso": [iso] * n, "tile_id": pa.array(tid, pa.uint64()),
             "weight_fp": pa.array(weights_of(tid, dp), pa.uint64()), "dp": pa.array([dp] * n, pa.uint32()),
             "zero_mass_fallback": [False] * n}))
-    for ds, parts in (("tile_index", index_parts), ("tile_weights", weight_parts)):
+    receipts = {}
+    surfaces = {"tile_index": index_parts, "tile_bounds": bounds_parts, "tile_weights": weight_parts}
+    for ds, parts in surfaces.items():
         target = path_for(ds, parameter_hash=ph)
         staging = storage.staging_path(target, "world")
         files = [storage.write_part(staging, part_name(i), write_parquet_bytes(t, dataset(ds), row_group_rows=64))
                  for i, t in enumerate(parts)]
-        storage.publish(staging, target, ds, expected=files)
+        digest = storage.publish(staging, target, ds, expected=files)
+        receipts[ds] = {"partition_path": target, "sha256_hex": digest}
+    # the S1/S2 run reports' determinism receipts (contract §11), which S9 checks the surfaces against
+    tiles = sum(t.num_rows for t in index_parts)
+    for state, ds, names in (("s1", "tile_index", ("tile_index", "tile_bounds")),
+                             ("s2", "tile_weights", ("tile_weights",))):
+        report = StateReport(state, ds, {"parameter_hash": ph}, rows=tiles,
+                             receipts=[receipts[n] for n in names])
+        storage.write_json(report_path(state, parameter_hash=ph), report.to_dict())
     gdf = gpd.GeoDataFrame({"country_iso": sorted(geoms)}, geometry=[geoms[k] for k in sorted(geoms)], crs="EPSG:4326")
     ref = path_for("reference_countries", countries_sha256=params.countries_sha256)
     storage.fs.makedirs(storage.abspath(ref.rsplit("/", 1)[0]), exist_ok=True)

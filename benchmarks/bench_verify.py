@@ -1,0 +1,118 @@
+"""What vouching for everything costs (issue 14): S9's tile-surface checks and ``segment1b verify-flag``.
+
+Workload (built once per scale in ``<workdir>/verify-<scale>``, then reused; not timed):
+
+* ``x100-5m``: ``segment1b run --seed 42 --scale x100`` on the default 5m grid (3.2 M sites, 2.2 M tiles,
+  about 4.4 GB of RNG event logs), made with ``jobs.pipeline.run_pipeline`` on a 2-worker LocalCluster;
+* ``2.5m`` / ``30s``: ``segment1b prepare --grid 2.5m`` / ``--grid 30s`` only (8.9 M / 221 M tiles).
+
+Steps:
+
+1. baseline — prepare's own published-data check, ``jobs.prepare.check_published_weights``: tile_index
+   against tile_weights (two of the three surfaces, tile ids only), part by part on the client;
+2. S9's surface checks on a 2-worker, 1-thread LocalCluster: the ``s9-surface-NNN`` tasks (three surfaces,
+   same tile set, weight sums per country, checked to 10^dp on the client) and the three ``s9-digest`` tasks
+   that hash every surface byte (partition digests for the S1/S2 receipts and the bundle's file lists);
+3. (``x100-5m``) ``check_flag`` — ``segment1b verify-flag``'s quick default: flag and index, site_locations
+   rehashed, every other listed file checked by name and size in its folder's listing;
+4. (``x100-5m``) ``check_flag(deep=True)`` — ``verify-flag --deep``: every listed file read and hashed again.
+
+Run: ``python -m benchmarks.run verify --scale x100-5m --workdir /work/bench-out``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+SCALES = {"x100-5m": {"scale": "x100", "grid": "5m", "seed": 42},
+          "2.5m": {"grid": "2.5m"},
+          "30s": {"grid": "30s"}}
+BASELINE = "baseline: prepare's tile_index vs tile_weights check"
+SURFACES = "S9 surface checks + surface digests, 2 workers"
+QUICK = "verify-flag (quick: listings and sizes)"
+DEEP = "verify-flag --deep (rehash every listed file)"
+
+
+def _client():
+    from cluster import ClusterOptions, open_client
+
+    return open_client(ClusterOptions(n_workers=2, threads_per_worker=1, dashboard_address=None),
+                       out=io.StringIO())
+
+
+def _root(storage, params: dict, client) -> dict:
+    """The run (or the prepared grid) of the scale, built when missing; its identity tokens."""
+    from jobs.pipeline import RunRequest, run_pipeline
+    from jobs.prepare import prepare
+
+    if "scale" not in params:
+        return {"parameter_hash": prepare(storage, client, grid=params["grid"], out=io.StringIO(),
+                                          show_progress=False)["parameter_hash"]}
+    summary = run_pipeline(storage, client, RunRequest(seed=params["seed"], scale=params["scale"],
+                                                       grid=params["grid"]), out=io.StringIO())
+    if not summary.passed:
+        raise AssertionError(f"the benchmark run did not pass: {summary.failure}")
+    return {k: summary.identity[k] for k in ("seed", "manifest_fingerprint", "parameter_hash")}
+
+
+def _surface_checks(storage, client, parameter_hash: str) -> dict:
+    from jobs.runtime import gather, task_key, timed
+    from jobs.validate import _digest_task
+    from jobs.validate_surfaces import submit_surface_tasks, surface_checks
+    from segment1b import s9_validation as s9
+    from segment1b.contracts import path_for
+    from segment1b.identity import SegmentParameters
+
+    findings = s9.Findings()
+    futures: dict = {}
+    stages: dict = {}
+    rels = submit_surface_tasks(storage, client, parameter_hash, "bench", futures, stages, findings)
+    for n, rel in enumerate(sorted(rels.values())):
+        key = task_key("s9", "digest", None, n, "bench")
+        futures[key] = client.submit(timed(_digest_task), storage, rel, key=key, priority=-1)
+        stages[key] = "s9 digest"
+    results = gather(client, futures, "s9", io.StringIO(), stages=stages)
+    surface = [r for r in results.values() if r.get("kind") == "surface"]
+    for r in surface:
+        findings.extend(r["findings"])
+    record = storage.read_json(path_for("parameters", parameter_hash=parameter_hash))
+    dp = SegmentParameters.from_canonical(record).dp
+    counts = surface_checks(surface, dp, findings)
+    if findings:
+        raise AssertionError(f"surface checks failed: {findings.codes()}")
+    surface_bytes = sum(f["bytes"] for r in results.values() for f in r.get("files", {}).values())
+    tiles = counts["surface_tiles"]
+    digests = [r for r in results.values() if "partition_path" in r]
+    return {"parts": tiles["parts"], "tiles": tiles["tiles"]["tile_index"],
+            "surface_task_cpu_s": sum(r["_cpu_s"] for r in surface),
+            "digest_task_cpu_s": sum(r["_cpu_s"] for r in digests),
+            "surface_MiB": surface_bytes / 2**20}
+
+
+def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
+    from cluster import reset_worker_memory_peaks, worker_memory_peaks
+    from jobs.prepare import check_published_weights
+    from segment1b.reader import check_flag
+    from segment1b.storage import Storage
+
+    root = os.path.abspath(os.path.join(workdir, f"verify-{scale}"))
+    storage = Storage(root)
+    with _client() as client:
+        ident = _root(storage, params, client)
+        ph = ident["parameter_hash"]
+        with bench.step(BASELINE):
+            countries = check_published_weights(storage, ph)
+        bench.note(BASELINE, countries=len(countries), tiles=sum(countries.values()))
+        reset_worker_memory_peaks(client)
+        with bench.step(SURFACES, baseline=BASELINE):
+            numbers = _surface_checks(storage, client, ph)
+        bench.note(SURFACES, **numbers)
+        bench.note_workers(SURFACES, worker_memory_peaks(client))
+    if "seed" not in ident:
+        return
+    for label, deep in ((QUICK, False), (DEEP, True)):
+        with bench.step(label):
+            check = check_flag(root, ident["seed"], ident["manifest_fingerprint"], deep=deep)
+        bench.note(label, files=check.files, folders=check.folders, listed_GiB=check.listed_bytes / 2**30,
+                   hashed_GiB=check.hashed_bytes / 2**30)
