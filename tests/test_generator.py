@@ -212,8 +212,9 @@ def test_cli_generate_in_process(data_root, capsys):
     assert main(argv) == 0
     assert "manifest_fingerprint" in capsys.readouterr().out
     assert main(argv) == 0 and "nothing to do" in capsys.readouterr().out
-    assert main(argv[:-2] + ["--countries-csv", str(COUNTRIES_CSV), "--seed", "-1"]) == 3
-    assert "E309" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:  # refused while parsing (issue 14): a usage error, exit 2
+        main(argv[:-2] + ["--countries-csv", str(COUNTRIES_CSV), "--seed", "-1"])
+    assert bad.value.code == 2 and "expected a seed" in capsys.readouterr().err
 
 
 def test_countries_from_places_sum_the_geonames_population(world):
