@@ -45,7 +45,7 @@ from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
-from segment1b.keys import iso_strings
+from segment1b.keys import iso_code, iso_strings, iso_text
 from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
@@ -159,14 +159,9 @@ def _place_unit(prefixes: list[WeightPrefix], segments: list[tuple[np.ndarray, n
     return out
 
 
-def _iso_code(iso: str) -> int:
-    """Two ASCII letters as one integer in the same order (for merchant-major sorting)."""
-    return (ord(iso[0]) << 8) | ord(iso[1])
-
-
 def _stack(units: list[dict[str, Any]], columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     cols = {c: np.concatenate([u[c] for u in units]) for c in columns}
-    iso = np.concatenate([np.full(len(u[columns[0]]), _iso_code(u["country_iso"]), dtype=np.uint16) for u in units])
+    iso = np.concatenate([np.full(len(u[columns[0]]), iso_code(u["country_iso"]), dtype=np.uint16) for u in units])
     return cols, iso
 
 
@@ -265,18 +260,11 @@ def _repeated_string(value: str, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
-def _iso_text(codes: np.ndarray) -> np.ndarray:
-    """uint16 ISO codes as NumPy strings (the event writer's input)."""
-    chars = np.empty((len(codes), 2), dtype=np.uint8)
-    chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
-    return chars.view("S2").ravel().astype(str)
-
-
 def _s5_events(cols: dict[str, np.ndarray], iso: np.ndarray, envelope: dict[str, Any]) -> Iterator[bytes]:
     """S5 event lines of a part (rows already in writer-sort order), :data:`EVENT_CHUNK` rows at a time."""
     for a in range(0, len(iso), EVENT_CHUNK):
         b = a + EVENT_CHUNK
-        yield rng.s5_events_jsonl(envelope, cols["merchant_id"][a:b], _iso_text(iso[a:b]), cols["site_order"][a:b],
+        yield rng.s5_events_jsonl(envelope, cols["merchant_id"][a:b], iso_text(iso[a:b]), cols["site_order"][a:b],
                                   cols["tile_id"][a:b], cols["u"][a:b], cols["before_hi"][a:b],
                                   cols["before_lo"][a:b], cols["after_hi"][a:b], cols["after_lo"][a:b])
 
@@ -289,7 +277,7 @@ def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[I
     for u in units:
         s = u["ev_site"]
         m.append(u["merchant_id"][s])
-        iso.append(np.full(len(s), _iso_code(u["country_iso"]), dtype=np.uint16))
+        iso.append(np.full(len(s), iso_code(u["country_iso"]), dtype=np.uint16))
         so.append(u["site_order"][s])
         tile.append(u["tile_id"][s])
         att.append(u["ev_attempt"]); acc.append(u["ev_accepted"]); dlat.append(u["ev_delta_lat"])
@@ -302,7 +290,7 @@ def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[I
     def chunks() -> Iterator[bytes]:
         for a in range(0, len(order), EVENT_CHUNK):
             c = [x[order[a:a + EVENT_CHUNK]] for x in cols]
-            yield rng.s6_events_jsonl(envelope, c[0], _iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+            yield rng.s6_events_jsonl(envelope, c[0], iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
                                       c[9], c[10], c[11])
 
     return chunks(), len(order), hist[1:].tolist()

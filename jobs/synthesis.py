@@ -22,7 +22,7 @@ from segment1b.contracts import dataset, path_for
 from segment1b.errors import IntegrityError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
-from segment1b.keys import iso_u16
+from segment1b.keys import iso_of, iso_u16
 from segment1b.s7_synthesis import CATALOGUE_COLUMNS, S5_COLUMNS, S6_COLUMNS, synthesize_part
 from segment1b.s8_egress import ENCODINGS, site_locations_part
 from segment1b.lease import Lease
@@ -52,7 +52,7 @@ def _synth_part(storage: Storage, part: int, s5_rel: str | None, s6_rel: str | N
     file7 = storage.write_part(staging7, part_name(part), write_parquet_bytes(s7, dataset(S7), encodings=ENCODINGS))
     file8 = storage.write_part(staging8, part_name(part), write_parquet_bytes(s8, dataset(S8), encodings=ENCODINGS))
     codes, counts = np.unique(iso_u16(s7["legal_country_iso"]), return_counts=True)
-    countries = {chr(int(c) >> 8) + chr(int(c) & 0xFF): int(n) for c, n in zip(codes, counts)}
+    countries = {iso_of(c): int(n) for c, n in zip(codes, counts)}
     return {"part": part, "rows": s7.num_rows, "countries": countries, "files": {S7: file7, S8: file8}}
 
 

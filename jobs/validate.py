@@ -69,6 +69,7 @@ from segment1b.contracts import TOKEN_PATTERNS, path_for, report_path
 from segment1b.errors import InputError, IntegrityError, PublishError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
+from segment1b.keys import iso_of
 from segment1b.storage import Storage
 
 from . import argtypes
@@ -245,7 +246,7 @@ def _events_task(job: PartJob, label: str) -> dict[str, Any]:
         summary = {"events": 0, "draws": 0, "blocks": 0, "run_ids": [], "unreadable": True}
     else:
         codes = np.unique(events.columns["legal_country_iso"]) if label == rng.S6_LABEL else []
-        isos = {chr(int(c) >> 8) + chr(int(c) & 0xFF) for c in codes}
+        isos = {iso_of(c) for c in codes}
         summary = s9.check_part_events(job.part, events, table, _geometries(job, isos), job.grid, job.expect,
                                        job.master, findings)
     size = job.storage.fs.size(job.storage.abspath(rel))
@@ -463,7 +464,7 @@ def _requirements(storage: Storage, ident: RunIdentity, sample_size: int
     picked = {(int(a), int(b), int(c)) for a, b, c in zip(keep["m"], keep["iso"], keep["n"])}
     if largest is not None and sample_size > 0:
         picked.add((largest[1], largest[2], largest[0]))
-    return total, sorted((m, chr(c >> 8) + chr(c & 0xFF), n) for m, c, n in picked)
+    return total, sorted((m, iso_of(c), n) for m, c, n in picked)
 
 
 def run_s9(storage: Storage, client, seed: int, manifest_fingerprint: str, *,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["SiteKeys", "iso_u16", "iso_strings", "iso_is_upper"]
+__all__ = ["SiteKeys", "iso_u16", "iso_strings", "iso_is_upper", "iso_code", "iso_of", "iso_text"]
 
 KEY_COLUMNS = ("merchant_id", "legal_country_iso", "site_order")
 
@@ -63,6 +63,33 @@ def iso_u16(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     data = np.frombuffer(values.buffers()[2], np.uint8, int(offsets[-1] - offsets[0]), int(offsets[0]))
     pairs = data.reshape(n, 2).astype(np.uint16)
     return (pairs[:, 0] << np.uint16(8)) | pairs[:, 1]
+
+
+def iso_code(iso: str) -> int:
+    """One two-letter code as its uint16 value (:func:`iso_u16` for a single string).
+
+    >>> iso_of(iso_code("FR"))
+    'FR'
+    """
+    return (ord(iso[0]) << 8) | ord(iso[1])
+
+
+def iso_of(code: int) -> str:
+    """Inverse of :func:`iso_code`: the two letters of one code."""
+    code = int(code)
+    return chr(code >> 8) + chr(code & 0xFF)
+
+
+def iso_text(codes: np.ndarray) -> np.ndarray:
+    """uint16 codes as a NumPy array of two-letter ``str`` (what the RNG substream keys take).
+
+    >>> iso_text(np.array([iso_code("FJ"), iso_code("MC")], np.uint16)).tolist()
+    ['FJ', 'MC']
+    """
+    codes = np.asarray(codes, dtype=np.uint16)
+    chars = np.empty((len(codes), 2), dtype=np.uint8)
+    chars[:, 0], chars[:, 1] = codes >> 8, codes & 0xFF
+    return chars.view("S2").ravel().astype(str)
 
 
 def iso_strings(codes: np.ndarray) -> pa.Array:
@@ -114,7 +141,7 @@ class SiteKeys:
         """One key as a plain dict (for error rows)."""
         code = int(self.iso[i])
         return {"merchant_id": int(self.merchant_id[i]),
-                "legal_country_iso": chr(code >> 8) + chr(code & 0xFF),
+                "legal_country_iso": iso_of(code),
                 "site_order": int(self.site_order[i])}
 
     def rows(self, idx: Any, limit: int = 20) -> list[dict[str, Any]]:

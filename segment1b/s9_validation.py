@@ -68,7 +68,7 @@ from . import rng
 from .contracts import DatasetSpec
 from .errors import IntegrityError
 from .grid import Grid
-from .keys import SiteKeys, iso_is_upper, iso_u16
+from .keys import SiteKeys, iso_is_upper, iso_of, iso_text, iso_u16
 
 __all__ = [
     "CHECKS", "MAX_EXAMPLES", "VALIDATOR_VERSION", "Findings", "Expect", "EventColumns", "parse_events",
@@ -378,10 +378,6 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
 
 
-def _iso_text(codes: np.ndarray) -> np.ndarray:
-    return np.asarray(codes, dtype=np.uint16).astype(">u2").view("S2")
-
-
 def _runs(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Starts of runs of equal consecutive rows, and the run index of every row."""
     n = len(cols[0])
@@ -632,7 +628,7 @@ def _country_check(geometries: Mapping[str, Any], keys: SiteKeys, lon: np.ndarra
     for a, b in zip(starts, np.r_[starts[1:], len(order)]):
         idx = order[a:b]
         code = int(keys.iso[idx[0]])
-        iso = chr(code >> 8) + chr(code & 0xFF)
+        iso = iso_of(code)
         counts[iso] = int(b - a)
         geom = geometries.get(iso)
         if geom is None:
@@ -709,7 +705,7 @@ def _check_s5_events(ev: EventColumns, k5: SiteKeys | None, t5: pa.Table | None,
     # counters and draws from each event's own key: one substream per (merchant, country) run
     starts, run = _runs(c["merchant_id"], c["legal_country_iso"])
     key, hi, lo = rng.s5_substreams(master, c["merchant_id"][starts],
-                                    _iso_text(c["legal_country_iso"][starts]),
+                                    iso_text(c["legal_country_iso"][starts]),
                                     expect.parameter_hash)
     offset = np.maximum(c["site_order"], 1).astype(np.uint64) - np.uint64(1)
     exp_hi, exp_lo = rng.counter_add(hi[run], lo[run], offset)
@@ -772,7 +768,7 @@ def _check_s6_events(ev: EventColumns, k6: SiteKeys | None, t6: pa.Table | None,
     hist = {str(int(a)): int(n) for a, n in zip(*np.unique(sizes, return_counts=True))} if len(sizes) else {}
     if not ev.lines:
         return hist
-    key, hi, lo = rng.s6_substreams(master, sites.merchant_id, _iso_text(sites.iso),
+    key, hi, lo = rng.s6_substreams(master, sites.merchant_id, iso_text(sites.iso),
                                     np.maximum(sites.site_order, 0).astype(np.uint64), expect.parameter_hash)
     offset = np.maximum(attempt, 1).astype(np.uint64) - np.uint64(1)
     exp_hi, exp_lo = rng.counter_add(hi[run], lo[run], offset)
@@ -798,7 +794,7 @@ def _check_s6_events(ev: EventColumns, k6: SiteKeys | None, t6: pa.Table | None,
         ok = grid.contains_point(tile[rej], lon, lat)
         iso = ke.iso[rej]
         for code in np.unique(iso[ok]):
-            name = chr(int(code) >> 8) + chr(int(code) & 0xFF)
+            name = iso_of(code)
             geom = geometries.get(name)
             sel = np.flatnonzero(ok & (iso == code))
             ok[sel] = False if geom is None else shapely.intersects_xy(geom, lon[sel], lat[sel])
@@ -832,7 +828,7 @@ def check_across_parts(summaries: list[Mapping[str, Any]], findings: Findings) -
 
 def _key_dict(k) -> dict[str, Any]:
     m, c, s = k
-    return {"merchant_id": int(m), "legal_country_iso": chr(int(c) >> 8) + chr(int(c) & 0xFF),
+    return {"merchant_id": int(m), "legal_country_iso": iso_of(c),
             "site_order": int(s)}
 
 
@@ -1004,7 +1000,7 @@ def weight_sums(table: pa.Table, iso: np.ndarray | None = None) -> dict[str, dic
     for a, b, h, low in zip(starts.tolist(), ends, hi, lo):
         code = int(iso[a])
         d = dp[a:b]
-        out[chr(code >> 8) + chr(code & 0xFF)] = {
+        out[iso_of(code)] = {
             "sum": (h << 32) + low, "tiles": b - a,
             "dp": [int(d[0])] if d.min() == d.max() else np.unique(d).tolist()}
     return out
