@@ -31,11 +31,8 @@ def gate_receipt(index_bytes: bytes | None, flag_bytes: bytes | None, read_file:
 
     Parameters
     ----------
-    index_bytes, flag_bytes : bytes or None
-        Contents of ``index.json`` and ``_passed.flag``; ``None`` when the file does not exist.
-    read_file : callable
-        ``read_file(path)`` returns the bytes of a file listed in the index (path relative to the bundle)
-        and raises ``FileNotFoundError`` when it does not exist.
+    index_bytes, flag_bytes, read_file
+        As :func:`segment1b.bundle.verify_bundle`.
     manifest_fingerprint : str
         Recorded in the receipt.
     bundle_path : str
