@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from segment1b.bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, UPSTREAM, build_bundle, verify_bundle
 from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.generator import (GENERATOR_VERSION, SCALES, Block, CountryTable, generate_block,
                                  generator_parameters, manifest_fingerprint, plan_blocks)
-from segment1b.s0_gate import (EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, build_bundle,
-                               recorded_partition_digest, verify_bundle)
 from segment1b.lease import Lease, sweep_when_idle
+from segment1b.s0_gate import recorded_partition_digest
 from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
 from .runtime import gather, task_key, timed, token_of
@@ -219,7 +219,7 @@ def _existing(storage: Storage, target: str, bundle: str, fp: str) -> dict[str, 
         return storage.read_bytes(rel)
 
     try:
-        verify_bundle(read(INDEX_NAME), read, read(FLAG_NAME), manifest_fingerprint=fp, bundle_path=bundle)
+        verify_bundle(read(INDEX_NAME), read(FLAG_NAME), read, rules=UPSTREAM, where=bundle)
         expected = recorded_partition_digest(read(EGRESS_CHECKSUMS_NAME), target)
     except (InputError, FileNotFoundError):
         return None  # regenerate: publishing then settles (same bytes) or refuses (different bytes)

@@ -480,8 +480,7 @@ def _pixels(text: str) -> int:
 
 def register(sub) -> None:
     """``segment1b map --data-root D --seed N --fingerprint F [--country ISO] ...`` (no cluster needed)."""
-    from .session import add_root_options
-    from .validate import add_identity_options
+    from .session import add_identity_options, add_root_options
 
     p = sub.add_parser("map", help="draw where the sites landed (PNG: the world or one country)",
                        description="Draw site_locations over the reference country outlines as a PNG: "

@@ -571,8 +571,7 @@ def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> str | No
 
 def register(sub) -> None:
     """``segment1b report --data-root D --seed N --fingerprint F [--parameter-hash H]`` (no cluster)."""
-    from .session import add_root_options
-    from .validate import add_identity_options
+    from .session import add_identity_options, add_root_options
 
     p = sub.add_parser("report", help="write the HTML run report (PASS/FAIL, timings, slow countries, S6 "
                        "attempts, clumping of sites, map)",

@@ -172,7 +172,7 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     whether the S3-S8 datasets still have the digests of their receipts (a partition changed after the run
     is not complete: the run goes on, and S9 reports E911_FINALITY as it did before issue #14).
     """
-    from segment1b.s9_validation import FLAG_NAME
+    from segment1b.bundle import FLAG_NAME
 
     from .prepare import DATASETS as TILE_DATASETS
     from .prepare import resolve_inputs

@@ -46,6 +46,7 @@ from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
 from segment1b.keys import iso_code, iso_strings, iso_text
+from segment1b.rng_events import audit_record, jsonl_lines, s5_events_jsonl, s6_events_jsonl, trace_record
 from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
@@ -264,7 +265,7 @@ def _s5_events(cols: dict[str, np.ndarray], iso: np.ndarray, envelope: dict[str,
     """S5 event lines of a part (rows already in writer-sort order), :data:`EVENT_CHUNK` rows at a time."""
     for a in range(0, len(iso), EVENT_CHUNK):
         b = a + EVENT_CHUNK
-        yield rng.s5_events_jsonl(envelope, cols["merchant_id"][a:b], iso_text(iso[a:b]), cols["site_order"][a:b],
+        yield s5_events_jsonl(envelope, cols["merchant_id"][a:b], iso_text(iso[a:b]), cols["site_order"][a:b],
                                   cols["tile_id"][a:b], cols["u"][a:b], cols["before_hi"][a:b],
                                   cols["before_lo"][a:b], cols["after_hi"][a:b], cols["after_lo"][a:b])
 
@@ -290,7 +291,7 @@ def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[I
     def chunks() -> Iterator[bytes]:
         for a in range(0, len(order), EVENT_CHUNK):
             c = [x[order[a:a + EVENT_CHUNK]] for x in cols]
-            yield rng.s6_events_jsonl(envelope, c[0], iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
+            yield s6_events_jsonl(envelope, c[0], iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
                                       c[9], c[10], c[11])
 
     return chunks(), len(order), hist[1:].tolist()
@@ -520,10 +521,10 @@ def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
     rel = path_for("rng_audit_log", **ident.log_tokens)
     if storage.exists(rel):
         return
-    record = rng.audit_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+    record = audit_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
                                "manifest_fingerprint": ident.manifest_fingerprint,
                                "parameter_hash": ident.parameter_hash}, build_commit())
-    storage.write_bytes(rel, rng.jsonl_lines([record]))
+    storage.write_bytes(rel, jsonl_lines([record]))
 
 
 def _trace_labels(storage: Storage, ident: RunIdentity) -> set[str]:
@@ -549,12 +550,12 @@ def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: i
             if not rec["events"]:
                 continue
             events += rec["events"]
-            rows.append(rng.trace_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+            rows.append(trace_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
                                           "parameter_hash": ident.parameter_hash,
                                           "manifest_fingerprint": ident.manifest_fingerprint},
                                          MODULE_OF[s], LABEL_OF[s], draws_total=events * DRAWS_PER_EVENT[s],
                                          blocks_total=events, events_total=events))
-    storage.write_bytes(rel, rng.jsonl_lines(rows))
+    storage.write_bytes(rel, jsonl_lines(rows))
 
 
 def _state_report(state: str, ident: RunIdentity, records: list[dict[str, Any]], receipt: dict[str, str],

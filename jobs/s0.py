@@ -1,7 +1,7 @@
 """S0 gate job: verify the upstream PASS flag, then write ``s0_gate_receipt_1B`` (contract §5).
 
 No pass, no read: :func:`run_s0` reads only the small files of ``validation_bundle_1A`` through
-:class:`~segment1b.storage.Storage` and checks them with :func:`segment1b.s0_gate.verify_bundle`.  When the
+:class:`~segment1b.storage.Storage` and checks them with :func:`segment1b.s0_gate.gate_receipt`.  When the
 bundle records the digest of the outlet catalogue partition (``egress_checksums.json``, as the generator
 writes it) and a seed is given, the partition's bytes are checked against it too, so a catalogue edited
 after validation is refused here, before any row is read.
@@ -26,8 +26,8 @@ from typing import Any
 from segment1b.contracts import path_for, report_path
 from segment1b.errors import InputError, PublishError
 from segment1b.identity import utc_now
-from segment1b.s0_gate import (EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, check_partition_digest,
-                               recorded_partition_digest, verify_bundle)
+from segment1b.bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME
+from segment1b.s0_gate import check_partition_digest, gate_receipt, recorded_partition_digest
 from segment1b.storage import Storage, canonical_json
 
 from .runtime import StateReport
@@ -87,9 +87,8 @@ def run_s0(storage: Storage, *, manifest_fingerprint: str, seed: int | None = No
             raise FileNotFoundError(path)
         return storage.read_bytes(rel)
 
-    receipt = verify_bundle(_read_optional(storage, bundle + INDEX_NAME), read_member,
-                            _read_optional(storage, bundle + FLAG_NAME),
-                            manifest_fingerprint=manifest_fingerprint, bundle_path=bundle)
+    receipt = gate_receipt(_read_optional(storage, bundle + INDEX_NAME), _read_optional(storage, bundle + FLAG_NAME),
+                           read_member, manifest_fingerprint=manifest_fingerprint, bundle_path=bundle)
 
     catalogue: dict[str, Any] = {"checked_against_bundle": False}
     if seed is not None:

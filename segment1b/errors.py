@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError", "fail"]
+__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError"]
 
 # code -> what it means.  The single place that defines which codes exist.
 FAILURE_CODES: dict[str, str] = {
@@ -190,8 +190,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def fail(cls: type[Segment1BError], code: str, message: str, **where: Any) -> None:
-    """Raise ``cls(code, message, **where)``; reads well at check sites."""
-    raise cls(code, message, **where)

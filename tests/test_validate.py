@@ -230,6 +230,17 @@ def test_cli_validate_exit_codes(fresh, client, capsys):
         cli_main(["validate", "--data-root", storage.root_url, "--seed", "-1", "--fingerprint", FP])
 
 
+def test_a_malformed_parameter_hash_is_a_usage_error(tmp_path, capsys):
+    """Issue 18 item 7: ``--parameter-hash XYZ`` exits 2 with the usage line (it once escaped as exit 1)."""
+    root = tmp_path / "root"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["validate", "--data-root", str(root), "--seed", "42", "--fingerprint", FP,
+                  "--parameter-hash", "XYZ"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: segment1b validate" in err and "--parameter-hash" in err
+    assert "Traceback" not in err and not root.exists()
+
+
 # --- S4 allocation plan: quotas on every pair, independent recomputation on a sample ----------------------
 
 def _summary_check(storage, bundle, name):
