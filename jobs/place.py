@@ -461,7 +461,7 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
 def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.ndarray]:
     rel = path_for("s3_requirements", **ident.tokens)
     if not storage.is_published(rel):
-        raise InputError("E101_TILE_INDEX_MISSING", "s3_requirements is not published for this run",
+        raise InputError("E401_REQUIREMENTS_MISSING", "s3_requirements is not published for this run",
                          dataset="s3_requirements", path=storage.url(rel), hint="run S3 first (`segment1b run`)")
     tables = [storage.read_parquet(p, dataset_id="s3_requirements") for p in storage.parquet_parts(rel)]
     if not tables:
