@@ -51,7 +51,6 @@ from segment1b.s1_tile_index import (
 from segment1b.s2_tile_weights import (
     ProxyParams,
     country_weights,
-    fk_mismatches,
     land_area_total,
     proxy_kernel_mass,
     proxy_masses_inplace,
@@ -65,7 +64,7 @@ from segment1b.contracts import dataset as dataset_spec
 from .footprint import check_memory, prepare_needs
 from .runtime import StateReport, gather, has_receipt, publish, task_key, timed, token_of, write_run_report
 
-__all__ = ["prepare", "register", "check_published_weights", "resolve_inputs", "ResolvedInputs", "PARQUET_ENCODINGS",
+__all__ = ["prepare", "register", "resolve_inputs", "ResolvedInputs", "PARQUET_ENCODINGS",
            "DATASETS"]
 
 DATASETS = ("tile_index", "tile_bounds", "tile_weights")
@@ -729,7 +728,7 @@ def _country_rows(results: list[dict], fields: tuple[str, ...]) -> list[dict]:
     return sorted(rows, key=lambda t: (-t["seconds"], t["country_iso"]))
 
 
-# -- checks on published data (reused by the validator) ------------------------------------------------
+# -- the reference record of a parameter_hash (read by S6-S9) ---------------------------------------------
 
 
 def publish_reference(storage: Storage, polys: refdata.Countries, params: SegmentParameters) -> None:
@@ -750,77 +749,6 @@ def publish_reference(storage: Storage, polys: refdata.Countries, params: Segmen
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
         storage.write_bytes(rel, buf.getvalue())
-
-
-def check_published_weights(storage: Storage, parameter_hash: str) -> dict[str, int]:
-    """E101/E102 on published data: tile_weights must have exactly the tiles of tile_index, per country.
-
-    Reads the ``country_iso`` and ``tile_id`` columns part by part (parts of both datasets share numbers).
-
-    Returns
-    -------
-    dict country_iso -> tiles.
-
-    Raises
-    ------
-    IntegrityError
-        ``E101_TILE_INDEX_MISSING`` when tile_index is not published for ``parameter_hash``;
-        ``E102_FK_MISMATCH`` naming tiles present in one dataset only.
-    """
-    idx_rel = path_for("tile_index", parameter_hash=parameter_hash)
-    w_rel = path_for("tile_weights", parameter_hash=parameter_hash)
-    if not storage.is_published(idx_rel):
-        raise IntegrityError(
-            "E101_TILE_INDEX_MISSING",
-            f"tile_index is not published for parameter_hash {parameter_hash}",
-            dataset="tile_index",
-            path=storage.url(idx_rel),
-            hint="run `segment1b prepare` with the same parameters first",
-        )
-    idx_parts = {p.rsplit("/", 1)[-1]: p for p in storage.parquet_parts(idx_rel)}
-    w_parts = (
-        {p.rsplit("/", 1)[-1]: p for p in storage.parquet_parts(w_rel)} if storage.is_published(w_rel) else {}
-    )
-    counts: dict[str, int] = {}
-    problems: list[dict] = []
-    for name in sorted(set(idx_parts) | set(w_parts)):
-        a = (
-            storage.read_parquet(idx_parts[name], ["country_iso", "tile_id"], dataset_id="tile_index")
-            if name in idx_parts
-            else None
-        )
-        b = (
-            storage.read_parquet(w_parts[name], ["country_iso", "tile_id"], dataset_id="tile_weights")
-            if name in w_parts
-            else None
-        )
-        isos = sorted(
-            set(a.column("country_iso").unique().to_pylist() if a is not None else [])
-            | set(b.column("country_iso").unique().to_pylist() if b is not None else [])
-        )
-        for iso in isos:
-            ia = _ids(a, iso)
-            ib = _ids(b, iso)
-            counts[iso] = counts.get(iso, 0) + len(ia)
-            if len(ia) != len(ib) or not np.array_equal(ia, ib):
-                problems += fk_mismatches(ia, ib, iso)
-    if problems:
-        raise IntegrityError(
-            "E102_FK_MISMATCH",
-            "tile_weights and tile_index do not have the same tiles",
-            dataset="tile_weights",
-            path=storage.url(w_rel),
-            rows=problems,
-        )
-    return counts
-
-
-def _ids(table, iso: str) -> np.ndarray:
-    if table is None:
-        return np.zeros(0, dtype=np.uint64)
-    import pyarrow.compute as pc
-
-    return table.filter(pc.equal(table.column("country_iso"), iso)).column("tile_id").to_numpy()
 
 
 # -- command line --------------------------------------------------------------------------------------

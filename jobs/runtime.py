@@ -287,12 +287,3 @@ def published_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], t
 def has_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], target: str) -> bool:
     """True when state ``sN``'s run report holds a receipt for ``target`` (see :func:`published_receipt`)."""
     return published_receipt(storage, state, tokens, target) is not None
-
-
-def raise_first(errors: list[BaseException]) -> None:
-    """Raise the first contract failure of a list (others are summarised in its message by callers)."""
-    for e in errors:
-        if isinstance(e, Segment1BError):
-            raise e
-    if errors:
-        raise errors[0]

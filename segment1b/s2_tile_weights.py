@@ -3,7 +3,7 @@
 Masses by basis: ``uniform`` (1), ``area_m2`` (``pixel_area_m2``), ``population`` (raster value, nodata
 -> 0) and ``population_proxy`` (GeoNames towns spread over nearby tiles plus a rural floor, times the
 tile's land share, and 0 below a minimum land share so that S6 never gets a site on a sliver of coast;
-see :func:`proxy_kernel_mass`, :func:`proxy_masses` and docs/population-proxy.md).
+see :func:`proxy_kernel_mass`, :func:`proxy_masses_inplace` and docs/population-proxy.md).
 
 Quantisation is exact largest remainder (:func:`largest_remainder`): ``K = 10**dp``, ``q_i = m_i K / M``,
 ``z_i = floor(q_i)``, ``K - sum z`` tiles ranked by (remainder desc, tile_id asc) get +1.  The total ``M`` of
@@ -33,12 +33,9 @@ __all__ = [
     "exact_total",
     "raster_masses",
     "proxy_kernel_mass",
-    "proxy_masses",
     "proxy_masses_inplace",
-    "area_total",
     "land_area_total",
     "weights_table",
-    "fk_mismatches",
 ]
 
 
@@ -251,11 +248,6 @@ def proxy_kernel_mass(
     return idx, acc[idx]
 
 
-def area_total(rows_count: np.ndarray, row_area: np.ndarray) -> float:
-    """``A_c``: exact-sum (``math.fsum``) of tiles per row x row area; independent of chunking."""
-    return math.fsum((rows_count.astype(np.float64) * row_area).tolist())
-
-
 def land_area_total(rows_count: np.ndarray, row_area: np.ndarray, rows_deficit: np.ndarray, samples: int) -> float:
     """``A_c = sum_t f_t a_t`` (land area of a country's tiles), independent of chunking.
 
@@ -271,7 +263,7 @@ def land_area_total(rows_count: np.ndarray, row_area: np.ndarray, rows_deficit: 
     return math.fsum((row_area * lots.astype(np.float64) / float(ss)).tolist())
 
 
-def proxy_masses(
+def proxy_masses_inplace(
     area: np.ndarray,
     kernel_idx: np.ndarray,
     kernel_mass: np.ndarray,
@@ -285,31 +277,14 @@ def proxy_masses(
 
     ``P_c = 0`` -> ``f_t a_t``.  ``f_t`` is ``land_share`` at ``land_idx`` and 1 elsewhere; ``A_c``
     (``area_sum``) is the land area ``sum f_t a_t`` (:func:`land_area_total`); ``tau`` is
-    ``params.min_land_share``.
+    ``params.min_land_share``.  Overwrites ``area`` and returns it (saves a copy of the largest array).
 
-    >>> proxy_masses(np.array([1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams()).tolist()
+    >>> proxy_masses_inplace(np.array([1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams()).tolist()
     [9.5, 0.5]
-    >>> proxy_masses(np.array([1.0, 1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams(),
-    ...              np.array([0, 2]), np.array([0.5, 0.125])).tolist()
+    >>> proxy_masses_inplace(np.array([1.0, 1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams(),
+    ...                      np.array([0, 2]), np.array([0.5, 0.125])).tolist()
     [4.75, 0.5, 0.0]
     """
-    return proxy_masses_inplace(
-        area.astype(np.float64, copy=True), kernel_idx, kernel_mass, town_total, area_sum, params,
-        land_idx, land_share,
-    )
-
-
-def proxy_masses_inplace(
-    area: np.ndarray,
-    kernel_idx: np.ndarray,
-    kernel_mass: np.ndarray,
-    town_total: float,
-    area_sum: float,
-    params: ProxyParams,
-    land_idx: np.ndarray | None = None,
-    land_share: np.ndarray | None = None,
-) -> np.ndarray:
-    """:func:`proxy_masses` overwriting ``area`` (same floats; saves a copy of the largest array)."""
     if town_total > 0.0:
         # A_c = 0 only when no tile has land at all; every mass ends up 0 below then (zero-mass fallback)
         rural = params.rural_share * town_total / area_sum if area_sum > 0.0 else 0.0
@@ -619,20 +594,3 @@ def weights_table(
             "zero_mass_fallback": pa.array(np.full(n, fallback, dtype=bool)),
         }
     )
-
-
-def fk_mismatches(
-    index_ids: np.ndarray, weight_ids: np.ndarray, country_iso: str, limit: int = 20
-) -> list[dict]:
-    """Tiles in one of tile_index / tile_weights but not the other, for one country (E102 rows)."""
-    only_index = np.setdiff1d(index_ids, weight_ids, assume_unique=True)
-    only_weights = np.setdiff1d(weight_ids, index_ids, assume_unique=True)
-    rows = [
-        {"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_weights"}
-        for t in only_index[:limit]
-    ]
-    rows += [
-        {"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_index"}
-        for t in only_weights[:limit]
-    ]
-    return rows

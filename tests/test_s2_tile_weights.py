@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import geo_fixtures as gf
+from reference import area_total, fk_mismatches, proxy_masses
 from segment1b import s1_tile_index as s1
 from segment1b import s2_tile_weights as s2
 from segment1b.contracts import dataset
@@ -141,7 +142,7 @@ def test_weights_table_schema():
 
 
 def test_fk_mismatches_name_both_sides():
-    rows = s2.fk_mismatches(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64), "AD")
+    rows = fk_mismatches(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64), "AD")
     assert {(r["tile_id"], r["missing_from"]) for r in rows} == {(1, "tile_weights"), (4, "tile_index")}
 
 
@@ -210,9 +211,9 @@ def test_proxy_kernel_wraps_the_antimeridian():
 def test_proxy_masses_rural_floor_and_no_towns():
     params = s2.ProxyParams()
     area = np.array([2.0, 1.0, 1.0])
-    m = s2.proxy_masses(area, np.array([1]), np.array([50.0]), 100.0, 4.0, params)
+    m = proxy_masses(area, np.array([1]), np.array([50.0]), 100.0, 4.0, params)
     assert m.tolist() == [5.0, 52.5, 2.5]
-    assert s2.proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, 4.0, params).tolist() == area.tolist()
+    assert proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, 4.0, params).tolist() == area.tolist()
     assert (
         s2.proxy_masses_inplace(area.copy(), np.array([1]), np.array([50.0]), 100.0, 4.0, params).tolist()
         == m.tolist()
@@ -234,14 +235,14 @@ def test_proxy_masses_take_the_land_share_and_drop_slivers():
     area = np.array([2.0, 1.0, 1.0, 1.0])
     share = np.array([0.5, 0.25, 0.125])  # tiles 0, 2, 3 are coastal; 3 is a sliver below 0.25
     land = float((area * np.r_[0.5, 1.0, 0.25, 0.125]).sum())  # A_c = sum f a = 2.375
-    m = s2.proxy_masses(area, np.array([1, 3]), np.array([50.0, 80.0]), 100.0, land, params, np.array([0, 2, 3]), share)
+    m = proxy_masses(area, np.array([1, 3]), np.array([50.0, 80.0]), 100.0, land, params, np.array([0, 2, 3]), share)
     c = 0.1 * 100.0 / land
     assert m.tolist() == [0.5 * (2.0 * c), 50.0 + c, 0.25 * c, 0.0]
     # no towns: land area; slivers still 0
-    m0 = s2.proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, land, params, np.array([0, 2, 3]), share)
+    m0 = proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, land, params, np.array([0, 2, 3]), share)
     assert m0.tolist() == [1.0, 1.0, 0.25, 0.0]
     # boundary: exactly the minimum share is kept
-    assert s2.proxy_masses(area[:1], np.zeros(0, int), np.zeros(0), 0.0, 0.5, params, np.array([0]),
+    assert proxy_masses(area[:1], np.zeros(0, int), np.zeros(0), 0.0, 0.5, params, np.array([0]),
                            np.array([0.25])).tolist() == [0.5]
 
 
@@ -250,7 +251,7 @@ def test_all_sliver_country_gets_the_zero_mass_fallback():
     area = np.array([3.0, 2.0, 1.0])
     share = np.array([0.2, 0.0, 0.125])
     land = float((area * share).sum())
-    m = s2.proxy_masses(area, np.array([0]), np.array([7.0]), 7.0, land, params, np.arange(3), share)
+    m = proxy_masses(area, np.array([0]), np.array([7.0]), 7.0, land, params, np.arange(3), share)
     assert m.tolist() == [0.0, 0.0, 0.0]
     w, fallback, _ = s2.country_weights(m, np.arange(3, dtype=np.uint64), 2, "MO")
     assert fallback and w.tolist() == [34, 33, 33]
@@ -258,10 +259,10 @@ def test_all_sliver_country_gets_the_zero_mass_fallback():
 
 def test_land_area_total_is_exact_per_row_and_matches_area_total_without_coast():
     rows_count, row_area = np.array([3, 1]), np.array([0.1, 0.2])
-    assert s2.land_area_total(rows_count, row_area, np.zeros(2, np.int64), 8) == s2.area_total(rows_count, row_area)
+    assert s2.land_area_total(rows_count, row_area, np.zeros(2, np.int64), 8) == area_total(rows_count, row_area)
     # row 0 loses 64 - 16 lattice points (one tile at f = 0.25): 0.1 * 2.25 + 0.2
     assert s2.land_area_total(rows_count, row_area, np.array([48, 0]), 8) == pytest.approx(0.425, rel=1e-15)
 
 
 def test_area_total_is_exact_sum():
-    assert s2.area_total(np.array([3, 1]), np.array([0.1, 0.2])) == 0.1 * 3 + 0.2
+    assert area_total(np.array([3, 1]), np.array([0.1, 0.2])) == 0.1 * 3 + 0.2
