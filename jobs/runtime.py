@@ -11,11 +11,12 @@ Every state job follows the same recipe:
 4. :func:`gather` shows progress, stops at the first contract failure (cancelling the rest) and
    re-raises it with its code;
 5. :func:`publish` checks the staging folder holds exactly what the tasks wrote, renames it into place
-   (write-once) and the job writes its run report with :func:`write_run_report`.
+   (write-once) and the job writes its run report with :func:`write_state_report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -23,15 +24,15 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
-from segment1b.contracts import path_for, report_path
+from segment1b.contracts import STATE_DATASETS, path_for, report_path
 from segment1b.errors import Segment1BError
 from segment1b.identity import build_commit, utc_now
 from segment1b.storage import StagedFile, Storage, canonical_json
 
-__all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "has_receipt",
-           "published_receipt", "timed", "country_timings", "quiet_contract_failures"]
+__all__ = ["task_key", "token_of", "gather", "publish", "Timing", "timed", "Workers", "StateReport", "WrittenReport",
+           "write_state_report", "write_run_report", "has_receipt", "published_receipt", "country_timings", "quiet_contract_failures"]
 
 # Task keys of two processes never meet on one cluster: the scheduler would hand one client the other's
 # futures, and one client's cancel or release would break the other's (issue 14).
@@ -64,16 +65,28 @@ def task_key(state: str, action: str, country: str | None = None, index: int | N
     return "-".join(words)
 
 
-def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
-    """Wrap a task so its result dict carries its own wall and CPU seconds (``_wall_s``, ``_cpu_s``)."""
+@dataclass(frozen=True)
+class Timing:
+    """Wall and CPU seconds of one task, measured on its own thread by :func:`timed` (contract §11)."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a task so its result carries its own wall and CPU seconds.
+
+    A dataclass result with a ``timing`` field comes back with ``timing=Timing(...)``; a dict result (the S9
+    and generator tasks) gets the keys ``_wall_s`` and ``_cpu_s``.
+    """
 
     def run(*args, **kwargs):
         t0, c0 = time.perf_counter(), time.thread_time()
         result = fn(*args, **kwargs)
-        result = dict(result)
-        result["_wall_s"] = time.perf_counter() - t0
-        result["_cpu_s"] = time.thread_time() - c0
-        return result
+        timing = Timing(time.perf_counter() - t0, time.thread_time() - c0)
+        if dataclasses.is_dataclass(result):
+            return dataclasses.replace(result, timing=timing)
+        return {**result, "_wall_s": timing.wall_s, "_cpu_s": timing.cpu_s}
 
     run.__name__ = getattr(fn, "__name__", "task")
     run.__qualname__ = getattr(fn, "__qualname__", run.__name__)
@@ -230,9 +243,27 @@ def country_timings(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
 
 
+@dataclass(frozen=True)
+class Workers:
+    """The cluster side of a run report (contract §11): workers used and their peak RSS (bytes by address)."""
+
+    count: int = 0
+    peak_rss_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, client) -> Workers:
+        """Measure now, eagerly on every worker (:func:`cluster.worker_memory_peaks`)."""
+        from cluster import worker_memory_peaks
+
+        return cls(len(client.scheduler_info().get("workers", {})), worker_memory_peaks(client))
+
+
 @dataclass
 class StateReport:
-    """What a state's run report holds (contract §11); ``extra`` carries state-specific counters."""
+    """What a state's run report holds (contract §11); ``extra`` carries state-specific counters.
+
+    Jobs build and write it with :func:`write_state_report`.
+    """
 
     state: str
     dataset: str
@@ -259,8 +290,53 @@ class StateReport:
         }
 
 
+class WrittenReport(NamedTuple):
+    """A run report as written: where (relative to the data root) and what."""
+
+    path: str
+    data: dict[str, Any]
+
+
+def write_state_report(storage: Storage, state: str, identity: Mapping[str, Any], *, rows: int,
+                       receipts: Iterable[Mapping[str, str]] = (), wall_seconds: float = 0.0,
+                       task_cpu_seconds: float = 0.0, workers: Workers = Workers(),
+                       countries: Iterable[Mapping[str, Any]] = (), started_utc: str | None = None,
+                       extra: Mapping[str, Any] | None = None, path: str | None = None) -> WrittenReport:
+    """Write state ``sN``'s run report (contract §11) next to (never inside) its dataset.
+
+    Parameters
+    ----------
+    state : str
+        ``s0`` ... ``s9``; names the dataset (:data:`segment1b.contracts.STATE_DATASETS`).
+    identity : mapping
+        The report's identity; its tokens (parameter_hash for S1/S2, manifest_fingerprint for S0, seed,
+        manifest_fingerprint and parameter_hash otherwise) also place the report (:func:`report_path`).
+    rows, receipts, wall_seconds, task_cpu_seconds, workers, countries, started_utc
+        The §11 fields: rows emitted, determinism receipts ``{partition_path, sha256_hex}``, wall seconds of
+        the state, CPU seconds of its tasks, workers and their peak RSS, per-country rows (in the order
+        given), when the state started (default: now).
+    extra : mapping, optional
+        State-specific counters, appended after the §11 fields.
+    path : str, optional
+        Write here instead (S9's audit report).
+
+    Returns
+    -------
+    WrittenReport
+        The path written and the report's content.
+    """
+    report = StateReport(state, STATE_DATASETS[state], dict(identity), rows=rows, receipts=[dict(r) for r in receipts],
+                         wall_seconds=wall_seconds, task_cpu_seconds=task_cpu_seconds, workers=workers.count,
+                         peak_worker_rss_bytes=dict(workers.peak_rss_bytes), countries=[dict(c) for c in countries],
+                         started_utc=started_utc or utc_now(), extra=dict(extra or {}))
+    rel = path if path is not None else report_path(state, **identity)
+    data = report.to_dict()
+    storage.write_json(rel, data)
+    return WrittenReport(rel, data)
+
+
 def write_run_report(storage: Storage, report: StateReport, **tokens: Any) -> str:
-    """Write ``sN_run_report.json`` next to (never inside) the state's dataset; return its path."""
+    """Write a hand-built ``report`` (jobs/validate.py's, until it calls :func:`write_state_report`)."""
     rel = report_path(report.state, **tokens)
     storage.write_json(rel, report.to_dict())
     return rel
