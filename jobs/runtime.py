@@ -32,7 +32,7 @@ from segment1b.identity import build_commit, utc_now
 from segment1b.storage import StagedFile, Storage, canonical_json
 
 __all__ = ["task_key", "token_of", "gather", "publish", "Timing", "timed", "Workers", "StateReport", "WrittenReport",
-           "write_state_report", "write_run_report", "has_receipt", "published_receipt", "country_timings", "quiet_contract_failures"]
+           "write_state_report", "write_run_report", "has_receipt", "published_receipt", "quiet_contract_failures"]
 
 # Task keys of two processes never meet on one cluster: the scheduler would hand one client the other's
 # futures, and one client's cancel or release would break the other's (issue 14).
@@ -225,22 +225,6 @@ def quiet_contract_failures(client) -> None:
     """Keep the workers of ``client`` from logging contract failures their tasks raise (the client reports
     them); for LocalClusters, whose workers print on this terminal."""
     client.register_worker_callbacks(setup=_install_filter)  # now, and on workers that join (or restart) later
-
-
-def country_timings(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per-country rows and seconds summed over units, slowest first (§11)."""
-    rows: dict[str, int] = defaultdict(int)
-    secs: dict[str, float] = defaultdict(float)
-    units: dict[str, int] = defaultdict(int)
-    for r in results:
-        c = r.get("country_iso")
-        if not c:
-            continue
-        rows[c] += int(r.get("rows", 0))
-        secs[c] += float(r.get("_wall_s", 0.0))
-        units[c] += 1
-    table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs[c], 4), "units": units[c]} for c in rows]
-    return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
 
 
 @dataclass(frozen=True)
