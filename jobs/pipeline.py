@@ -175,7 +175,7 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     from segment1b.s9_validation import FLAG_NAME
 
     from .prepare import DATASETS as TILE_DATASETS
-    from .prepare import resolve_inputs
+    from .prepare_inputs import resolve_inputs
     from .runtime import published_receipt
 
     seed_folder = path_for("run_folder", seed=request.seed, manifest_fingerprint="0" * 64,

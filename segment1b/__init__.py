@@ -41,7 +41,12 @@ _HOME = {
     "FAILURE_CODES": "errors",
 }
 
-__all__ = sorted(_HOME) + ["__version__"]
+__all__ = [
+    "open_site_locations", "export_geoparquet", "verify_passed_flag", "check_flag", "FlagCheck",
+    "Storage", "Grid", "RunIdentity",
+    "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError", "FAILURE_CODES",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names resolve lazily (below)
     from .errors import FAILURE_CODES, BusyError, InputError, IntegrityError, PublishError, Segment1BError

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import InputError, IntegrityError
 from .grid import Grid
+
+if TYPE_CHECKING:
+    from .s1_tile_index import Runs
 
 __all__ = [
     "ProxyParams",
@@ -34,6 +38,10 @@ __all__ = [
     "raster_masses",
     "proxy_kernel_mass",
     "proxy_masses_inplace",
+    "LandStats",
+    "country_masses",
+    "land_shares",
+    "total_as_float",
     "land_area_total",
     "weights_table",
 ]
@@ -295,6 +303,87 @@ def proxy_masses_inplace(
         area[land_idx] *= land_share
         area[land_idx[land_share < params.min_land_share]] = 0.0
     return area
+
+
+@dataclass(frozen=True)
+class LandStats:
+    """What the proxy's land shares did to one country (its S2 run report row)."""
+
+    land_area_m2: float  # A_c = sum f_t a_t
+    partial_tiles: int  # tiles with a land share below 1
+    tiles_below_min_land_share: int  # tiles given mass 0 (f_t < min_land_share)
+
+
+def country_masses(basis: str, grid: Grid, runs: Sequence[Runs], unit_masses: Sequence, town_total: float,
+                   proxy: ProxyParams | None) -> tuple[np.ndarray, LandStats | None]:
+    """Mass of every tile of one country by ``basis`` (contract §4), in tile order (its units' in part order).
+
+    Parameters
+    ----------
+    basis : str
+        ``uniform``, ``area_m2``, ``population`` or ``population_proxy``.
+    grid : Grid
+    runs : sequence of Runs
+        The tiles of each unit of the country, in part order (ascending tile_id overall).
+    unit_masses : sequence
+        What S1 computed per unit for the basis: nothing (``uniform``/``area_m2``), the raster value of each
+        tile (``population``: :func:`raster_masses`) or the town kernel ``(tile index, mass)`` of
+        :func:`proxy_kernel_mass` (``population_proxy``).
+    town_total : float
+        ``P_c``, the population of the country's towns (proxy).
+    proxy : ProxyParams or None
+        The proxy's constants (``population_proxy`` only).
+
+    Returns
+    -------
+    (float64 masses, LandStats of the proxy or None)
+    """
+    counts = [r.n_tiles for r in runs]
+    n = int(sum(counts))
+    if basis == "uniform":
+        return np.ones(n, dtype=np.float64), None
+    if basis == "population":
+        return np.concatenate([m for m, c in zip(unit_masses, counts) if c]), None
+    row = np.concatenate([r.row for r in runs]).astype(np.int64)
+    run_len = np.concatenate([r.col1.astype(np.int64) - r.col0 for r in runs])
+    masses = np.repeat(grid.row_area_m2[row], run_len)
+    if basis != "population_proxy":
+        return masses, None
+    offsets = np.cumsum([0] + counts)
+    k_idx = np.concatenate([m[0] + off for m, c, off in zip(unit_masses, counts, offsets[:-1]) if c])
+    k_val = np.concatenate([m[1] for m, c in zip(unit_masses, counts) if c])
+    l_idx, l_inside, a_c = land_shares(runs, offsets, row, run_len, grid, proxy.land_samples)
+    share = l_inside.astype(np.float64) / float(proxy.land_samples**2)
+    masses = proxy_masses_inplace(masses, k_idx, k_val, town_total, a_c, proxy, l_idx, share)
+    return masses, LandStats(a_c, int(len(l_idx)), int((share < proxy.min_land_share).sum()))
+
+
+def land_shares(runs: Sequence[Runs], offsets: np.ndarray, row: np.ndarray, run_len: np.ndarray, grid: Grid,
+                samples: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A country's partial tiles (index among its tiles, lattice count) and its land area ``A_c``.
+
+    ``row``/``run_len`` are the country's runs concatenated in part order (the tile order) and ``offsets``
+    the index of each unit's first tile.  The land area is summed per row from integers
+    (:func:`land_area_total`), so it does not depend on the units.
+    """
+    parts = [(r.land, off) for r, off in zip(runs, offsets[:-1]) if r.land is not None and len(r.land.index)]
+    idx = np.concatenate([land.index + off for land, off in parts]) if parts else np.zeros(0, np.int64)
+    inside = np.concatenate([land.inside for land, _ in parts]) if parts else np.zeros(0, np.uint16)
+    r0 = int(row.min())
+    per_row = np.bincount(row - r0, weights=run_len)
+    tile_row = row[np.searchsorted(np.cumsum(run_len), idx, side="right")]
+    deficit = np.bincount(
+        tile_row - r0, weights=samples * samples - inside.astype(np.int64), minlength=len(per_row)
+    )
+    present = np.flatnonzero(per_row)
+    a_c = land_area_total(per_row[present], grid.row_area_m2[present + r0], deficit[present], samples)
+    return idx, inside, a_c
+
+
+def total_as_float(total: tuple[int, int]) -> float:
+    """An exact mass total ``(numerator, exponent)`` (:func:`exact_total`) as a float (inf above float64)."""
+    num, e = total
+    return math.ldexp(num, e) if num.bit_length() + e < 1024 else math.inf
 
 
 # -- exact largest remainder -------------------------------------------------------------------------

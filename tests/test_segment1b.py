@@ -18,6 +18,10 @@ def test_public_names_are_the_modules_own_objects(name):
     assert name in dir(segment1b)
 
 
+def test_all_lists_exactly_the_lazily_resolved_names():
+    assert set(segment1b.__all__) == set(segment1b._HOME) | {"__version__"}
+
+
 def test_unknown_names_are_attribute_errors():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         segment1b.nope  # noqa: B018
