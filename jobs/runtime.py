@@ -113,24 +113,12 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
 
     from cluster import ClusterOptions, PauseWatchdog, scheduler_lost
 
-    out = out if out is not None else sys.stdout
     results: dict[str, Any] = {}
     if not futures:
         return results
-    stage_of = dict(stages or {k: label for k in futures})
-    totals: dict[str, int] = defaultdict(int)
-    for k in futures:
-        totals[stage_of[k]] += 1
-    done: dict[str, int] = defaultdict(int)
+    stage_of = stages or {k: label for k in futures}
+    progress = _Progress(label, {k: stage_of[k] for k in futures}, out, show)
     by_future = {f: k for k, f in futures.items()}
-    tty = hasattr(out, "isatty") and out.isatty()
-    t0 = last = time.perf_counter()
-    finished = 0
-
-    def line() -> str:
-        parts = "  ".join(f"{s} {done[s]}/{n}" for s, n in totals.items())
-        return f"  {label:<10} {parts}  {time.perf_counter() - t0:6.1f}s"
-
     # on a stall the watchdog cancels the futures: that wakes the loop, which raises the watchdog's error
     watchdog = PauseWatchdog(client, lambda: client.cancel(list(futures.values())),
                              timeout=ClusterOptions().pause_timeout)
@@ -145,21 +133,10 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
                 if fetch is None or key in fetch or fut.status == "cancelled":
                     results[key] = fut.result()  # a cancelled future raises here (a lost scheduler: below)
                 watchdog.progress()
-                finished += 1
-                stage = stage_of[key]
-                done[stage] += 1
-                if not show:
-                    continue
-                now = time.perf_counter()
-                if tty and (now - last > 0.2 or finished == len(futures)):
-                    last = now
-                    print("\r" + line(), end="\n" if finished == len(futures) else "", file=out, flush=True)
-                elif not tty and done[stage] == totals[stage]:
-                    print(f"  {stage:<22} {totals[stage]} tasks done at {now - t0:6.1f}s", file=out, flush=True)
+                progress.finished(key)
     except Exception as error:
         _cancel_quietly(client, futures)
-        if show and tty:
-            print(file=out)
+        progress.interrupted()
         lost = scheduler_lost(client, error)
         if lost is not None:
             raise lost from error
@@ -168,6 +145,43 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
         _cancel_quietly(client, futures)
         raise
     return results
+
+
+class _Progress:
+    """What :func:`gather` shows: one live line on a terminal, one line per finished stage otherwise."""
+
+    def __init__(self, label: str, stage_of: dict[str, str], out, show: bool):
+        self.label, self.stage_of, self.show = label, stage_of, show
+        self.out = out if out is not None else sys.stdout
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.totals: dict[str, int] = defaultdict(int)
+        for stage in stage_of.values():
+            self.totals[stage] += 1
+        self.done: dict[str, int] = defaultdict(int)
+        self.count = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def finished(self, key: str) -> None:
+        """One more task done (the task of ``key``)."""
+        self.count += 1
+        stage = self.stage_of[key]
+        self.done[stage] += 1
+        if not self.show:
+            return
+        now = time.perf_counter()
+        every = self.count == len(self.stage_of)
+        if self.tty and (now - self.last > 0.2 or every):
+            self.last = now
+            parts = "  ".join(f"{s} {self.done[s]}/{n}" for s, n in self.totals.items())
+            print(f"\r  {self.label:<10} {parts}  {now - self.t0:6.1f}s", end="\n" if every else "", file=self.out,
+                  flush=True)
+        elif not self.tty and self.done[stage] == self.totals[stage]:
+            print(f"  {stage:<22} {self.totals[stage]} tasks done at {now - self.t0:6.1f}s", file=self.out, flush=True)
+
+    def interrupted(self) -> None:
+        """End the live line of a wait that failed."""
+        if self.show and self.tty:
+            print(file=self.out)
 
 
 def _cancel_quietly(client, futures: Mapping[str, Any]) -> None:
