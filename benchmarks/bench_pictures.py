@@ -86,13 +86,14 @@ def _baseline(storage, ident, path: str) -> int:
 def run(bench, scale_name, params, workdir):
     from jobs.report import map as report_map
     from jobs.report import run_report
+    from jobs.report.run_files import resolve_identity
     from segment1b.contracts import report_path
     from segment1b.storage import Storage
 
     storage = Storage(str(Path(workdir) / scale_name))
     with bench.step(f"setup: segment1b run --scale {params['scale']} (skipped when the data root has one)"):
         fp, ph = _ensure_run(storage, params["scale"], params["seed"])
-    ident = run_report.resolve_identity(storage, params["seed"], fp, ph)
+    ident = resolve_identity(storage, params["seed"], fp, ph)
     out = Path(workdir) / f"pictures-{scale_name}"
     out.mkdir(parents=True, exist_ok=True)
 

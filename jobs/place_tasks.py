@@ -103,8 +103,18 @@ def country_prefix(storage: Storage, weight_refs: list[RowGroupRef], index_refs:
 # ---------------------------------------------------------------------------------------------------------
 # one unit: S4 -> S5 -> S6
 
+class _CountryRows:
+    """What the per-country records of a unit share: their row count is the length of ``tile_id``."""
+
+    tile_id: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.tile_id)
+
+
 @dataclass(frozen=True)
-class S4Rows:
+class S4Rows(_CountryRows):
     """S4 plan rows of one country of a unit, in (merchant, tile) order, and the kernel's counters."""
 
     country_iso: str
@@ -115,13 +125,9 @@ class S4Rows:
     ties_broken: int = 0
     timing: Timing = Timing()
 
-    @property
-    def rows(self) -> int:
-        return len(self.tile_id)
-
 
 @dataclass(frozen=True)
-class S5Rows:
+class S5Rows(_CountryRows):
     """S5 sites of one country of a unit, in (merchant, site_order) order, with their RNG draw (``u``, counters)."""
 
     country_iso: str
@@ -134,10 +140,6 @@ class S5Rows:
     after_hi: np.ndarray = field(repr=False)
     after_lo: np.ndarray = field(repr=False)
     timing: Timing = Timing()
-
-    @property
-    def rows(self) -> int:
-        return len(self.tile_id)
 
 
 class JitterEvents(NamedTuple):
@@ -163,7 +165,7 @@ class JitterEvents(NamedTuple):
 
 
 @dataclass(frozen=True)
-class S6Rows:
+class S6Rows(_CountryRows):
     """S6 sites of one country of a unit (S5's order) with their accepted deltas, attempts and events."""
 
     country_iso: str
@@ -177,10 +179,6 @@ class S6Rows:
     outside_pixel: int = 0
     outside_country: int = 0
     timing: Timing = Timing()
-
-    @property
-    def rows(self) -> int:
-        return len(self.tile_id)
 
 
 def s4_unit(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray) -> S4Rows:

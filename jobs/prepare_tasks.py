@@ -117,26 +117,13 @@ def _write(job: Job, dataset_id: str, part: int, table) -> StagedFile:
 
 
 def _read_raster_windows(path: str, unit: Unit) -> tuple[list[tuple[int, np.ndarray]], float | None]:
+    """The raster's values in the unit's windows (column of each window's start, 2-D array), and its nodata."""
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(path) as src:
-        out = [
-            (c0, src.read(1, window=Window(c0, unit.row0, c1 - c0, unit.row1 - unit.row0)))
-            for c0, c1 in unit.windows
-        ]
-        return out, src.nodata
-
-
-def _read_raster_windows(path: str, unit: Unit) -> tuple[list[tuple[int, np.ndarray]], float | None]:
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(path) as src:
-        out = [
-            (c0, src.read(1, window=Window(c0, unit.row0, c1 - c0, unit.row1 - unit.row0)))
-            for c0, c1 in unit.windows
-        ]
+        out = [(c0, src.read(1, window=Window(c0, unit.row0, c1 - c0, unit.row1 - unit.row0)))
+               for c0, c1 in unit.windows]
         return out, src.nodata
 
 

@@ -29,9 +29,8 @@ from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
 from segment1b.storage import Storage
 
-from .. import argtypes
-from .run_files import (DPI, INK, format_lat, format_lon, plural, read_sites, reference_countries, resolve_identity,
-                        validation_status, write_output)
+from .run_files import (DPI, INK, add_run_options, format_lat, format_lon, plural, read_sites, reference_countries,
+                        run_from_args, validation_status, write_output)
 
 if TYPE_CHECKING:
     from segment1b.map_view import MapView
@@ -266,7 +265,7 @@ def render_map(storage: Storage, ident: RunIdentity, *, country: str | None = No
     storage : Storage
         The data root of the run.
     ident : RunIdentity
-        Seed, fingerprint and parameter_hash (see :func:`resolve_identity`).
+        Seed, fingerprint and parameter_hash (see :func:`jobs.report.run_files.resolve_identity`).
     country : str, optional
         ISO code to zoom on; only its sites are drawn, over every outline in the view.
     out : str, optional
@@ -326,19 +325,13 @@ def _pixels(text: str) -> int:
 
 def register(sub) -> None:
     """``segment1b map --data-root D --seed N --fingerprint F [--country ISO] ...`` (no cluster needed)."""
-    from ..session import add_root_options
-    from ..validate import add_identity_options
-
     p = sub.add_parser("map", help="draw where the sites landed (PNG: the world or one country)",
                        description="Draw site_locations over the reference country outlines as a PNG: "
                        f"the world, or one country with --country.  Up to {DENSITY_THRESHOLD:,} sites in "
                        "view are drawn as dots, more as a density grid (--mode to choose).  Default output: "
                        "map.png or map-<ISO>.png in the run folder (control/run/seed=.../fingerprint=.../"
                        "parameter_hash=.../).")
-    add_root_options(p)
-    add_identity_options(p)
-    p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+    add_run_options(p)
     p.add_argument("--country", type=_iso, default=None, metavar="ISO", help="zoom on one country (e.g. FR)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the PNG here instead of the run folder")
     p.add_argument("--width", type=_pixels, default=MAP_SIZE[0], metavar="PX", help=f"default {MAP_SIZE[0]}")
@@ -350,11 +343,8 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, out=None) -> int:
-    from ..session import storage_from_args
-
     out = out if out is not None else sys.stdout
-    storage = storage_from_args(args)
-    ident = resolve_identity(storage, args.seed, args.fingerprint, args.parameter_hash)
+    storage, ident = run_from_args(args)
     t0 = time.perf_counter()
     res = render_map(storage, ident, country=args.country, out=args.out, size=(args.width, args.height),
                      mode=args.mode)

@@ -24,7 +24,8 @@ from segment1b.storage import Storage
 from ..parts import token_values
 
 __all__ = ["resolve_identity", "read_state_report", "run_folder", "validation_status", "latest_audit",
-           "write_output", "reference_countries", "read_sites", "plural", "format_lon", "format_lat", "DPI", "INK"]
+           "write_output", "reference_countries", "read_sites", "plural", "format_lon", "format_lat", "DPI", "INK",
+           "add_run_options", "run_from_args"]
 
 DPI = 100
 INK = "#222222"
@@ -179,3 +180,25 @@ def format_lon(value: float, _pos=None) -> str:
 def format_lat(value: float, _pos=None) -> str:
     """A latitude as 48.8°N / 33.9°S."""
     return f"{abs(value):g}°{'N' if value > 0 else 'S' if value < 0 else ''}"
+
+
+# -- command line: both commands name one run the same way -------------------------------------------------
+
+def add_run_options(p) -> None:
+    """``--data-root``, ``--storage-options``, ``--seed``, ``--fingerprint`` and ``--parameter-hash``."""
+    from .. import argtypes
+    from ..session import add_root_options
+    from ..validate import add_identity_options
+
+    add_root_options(p)
+    add_identity_options(p)
+    p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
+                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+
+
+def run_from_args(args) -> tuple[Storage, RunIdentity]:
+    """The data root and the run identity the command line names (:func:`resolve_identity`)."""
+    from ..session import storage_from_args
+
+    storage = storage_from_args(args)
+    return storage, resolve_identity(storage, args.seed, args.fingerprint, args.parameter_hash)

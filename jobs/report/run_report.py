@@ -37,11 +37,10 @@ from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
 from segment1b.storage import Storage
 
-from .. import argtypes
 from .charts import BAR, PLACE_STATES, RED, chart_concentration, chart_histogram, chart_slowest, chart_steps
 from .map import draw_map
-from .run_files import (format_lat, format_lon, latest_audit, read_state_report, resolve_identity, run_folder,
-                        validation_status, write_output)
+from .run_files import (add_run_options, format_lat, format_lon, latest_audit, read_state_report, run_folder,
+                        run_from_args, validation_status, write_output)
 
 __all__ = ["REPORT_NAME", "collect_report", "register", "render_run_report", "report_after_run",
            "site_concentration", "write_report_html"]
@@ -480,17 +479,11 @@ def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> str | No
 
 def register(sub) -> None:
     """``segment1b report --data-root D --seed N --fingerprint F [--parameter-hash H]`` (no cluster)."""
-    from ..session import add_root_options
-    from ..validate import add_identity_options
-
     p = sub.add_parser("report", help="write the HTML run report (PASS/FAIL, timings, slow countries, S6 "
                        "attempts, clumping of sites, map)",
                        description="Write run_report.html (one self-contained file) and map.png into the run "
                        "folder, from the run reports, the S9 bundle and the datasets of one run.")
-    add_root_options(p)
-    add_identity_options(p)
-    p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+    add_run_options(p)
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the HTML here instead of the run folder")
     p.add_argument("--no-map", action="store_true", help="leave the map out (faster)")
@@ -498,11 +491,8 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, out=None) -> int:
-    from ..session import storage_from_args
-
     out = out if out is not None else sys.stdout
-    storage = storage_from_args(args)
-    ident = resolve_identity(storage, args.seed, args.fingerprint, args.parameter_hash)
+    storage, ident = run_from_args(args)
     t0 = time.perf_counter()
     path, data = write_report_html(storage, ident, out=args.out, include_map=not args.no_map)
     print(f"wrote {path} ({data['status']}, {time.perf_counter() - t0:.1f} s)", file=out)
