@@ -55,7 +55,8 @@ from segment1b.storage import StagedFile, Storage, part_name, write_parquet_byte
 
 from .runtime import Timing, gather, task_key, timed, token_of
 
-__all__ = ["run_generate", "generate_part", "GeneratedPart", "resolve_countries", "countries_from_places", "countries_with_tiles",
+__all__ = ["run_generate", "generate_part", "GeneratedPart", "resolve_countries", "countries_from_places",
+           "countries_with_tiles",
            "tile_weight_countries", "catalogue_countries", "register"]
 
 # sorted uint64 ids: delta encoding is faster to write and ~25 % smaller than dictionary/plain (measured)

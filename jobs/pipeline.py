@@ -233,8 +233,8 @@ def _outputs_intact(storage: Storage, through: str, tokens: dict[str, Any], run_
                               ("s6", "s6_site_jitter"), ("s7", "s7_site_synthesis"), ("s8", "site_locations")):
         if THROUGH.index({"s7": "s8"}.get(state, state)) > last:
             break
-        target = path_for(dataset_id, **(tokens if state != "s8" else {"seed": tokens["seed"],
-                                                                      "manifest_fingerprint": tokens["manifest_fingerprint"]}))
+        target = path_for(dataset_id, **(tokens if state != "s8" else
+                                         {k: tokens[k] for k in ("seed", "manifest_fingerprint")}))
         receipt = published_receipt(storage, state, tokens, target) if storage.is_published(target) else None
         if receipt is None or storage.partition_digest(target) != receipt["sha256_hex"]:
             return False

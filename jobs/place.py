@@ -322,8 +322,8 @@ def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.nda
         return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, str),
                 "n_sites": np.empty(0, np.int64)}
     t = pa.concat_tables(tables)
-    return {"merchant_id": t["merchant_id"].to_numpy(), "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()),
-            "n_sites": t["n_sites"].to_numpy()}
+    return {"merchant_id": t["merchant_id"].to_numpy(),
+            "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()), "n_sites": t["n_sites"].to_numpy()}
 
 
 def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countries_sha256: str) -> None:

@@ -82,7 +82,8 @@ def country_prefix(storage: Storage, weight_refs: list[RowGroupRef], index_refs:
             dps.update(np.unique(t["dp"].to_numpy()).tolist())
             if len(dps) > 1:
                 raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} mix dp values {sorted(dps)}",
-                                 dataset="tile_weights", rows=[{"country_iso": country_iso, "dp": d} for d in sorted(dps)])
+                                 dataset="tile_weights",
+                                 rows=[{"country_iso": country_iso, "dp": d} for d in sorted(dps)])
             yield t["tile_id"].to_numpy(), t["weight_fp"].to_numpy()
 
     first = next(iter_country(storage, weight_refs[:1], country_iso, ["dp"], "tile_weights"), None)
@@ -346,8 +347,9 @@ def _s4_content(units: list[S4Rows], ident: RunIdentity, record: PartRecord) -> 
     order = np.lexsort((cols["tile_id"], iso, cols["merchant_id"]))
     record.ties_broken = int(sum(u.ties_broken for u in units))
     record.pairs = int(sum(u.pairs for u in units))
-    return PartContent(pa.table({"merchant_id": cols["merchant_id"][order], "legal_country_iso": iso_strings(iso[order]),
-                                 "tile_id": cols["tile_id"][order], "n_sites_tile": cols["n_sites_tile"][order]}))
+    return PartContent(pa.table({"merchant_id": cols["merchant_id"][order],
+                                 "legal_country_iso": iso_strings(iso[order]), "tile_id": cols["tile_id"][order],
+                                 "n_sites_tile": cols["n_sites_tile"][order]}))
 
 
 def _site_rows(units: list, extra: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

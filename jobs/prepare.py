@@ -234,7 +234,8 @@ def _check_tiles(s1: list[S1Unit], grid: Grid, polys, require: Sequence[str] | N
     missing = sorted(c for c in (require or ()) if tiles_by_country.get(c, 0) == 0)
     if missing:
         raise InputError("E103_ZERO_COUNTRY", f"{len(missing)} required countries have no tile at grid {grid.name}",
-                         dataset="tile_index", rows=[{"country_iso": c, "in_polygons": c in polys.iso} for c in missing],
+                         dataset="tile_index",
+                         rows=[{"country_iso": c, "in_polygons": c in polys.iso} for c in missing],
                          hint="use a finer grid, or add the countries' polygons")
     return tiles_by_country
 

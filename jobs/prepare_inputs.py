@@ -15,7 +15,7 @@ from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.grid import NAMED_GRIDS, Grid
 from segment1b.identity import WEIGHT_BASES, SegmentParameters
-from segment1b.s2_tile_weights import ProxyParams
+from segment1b.population_proxy import ProxyParams
 from segment1b.storage import Storage, canonical_json
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "resolve_grid", "publish_reference"]

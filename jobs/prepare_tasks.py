@@ -24,8 +24,8 @@ from segment1b import refdata
 from segment1b.contracts import dataset as dataset_spec
 from segment1b.grid import Grid
 from segment1b.s1_tile_index import Runs, Unit, runs_to_cells, tile_bounds_table, tile_index_table, tile_unit
-from segment1b.s2_tile_weights import (LandStats, ProxyParams, country_masses, country_weights, proxy_kernel_mass,
-                                       raster_masses, total_as_float, weights_table)
+from segment1b.population_proxy import LandStats, ProxyParams, proxy_kernel_mass
+from segment1b.s2_tile_weights import country_masses, country_weights, raster_masses, total_as_float, weights_table
 from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
 from .runtime import Timing

@@ -110,7 +110,8 @@ def _run_s7_s8(storage: Storage, client, ident: RunIdentity, lease: Lease, *, ou
     lease.sweep(*targets.values())  # staging of dead attempts: under the lease nobody else is alive
     # done only when both are published and both run reports (written last) hold their receipts: a run
     # killed in between computes the parts again, publishing then settles (same bytes) and writes the reports
-    if all(storage.is_published(t) and has_receipt(storage, STATE_OF[ds], ident.tokens, t) for ds, t in targets.items()):
+    if all(storage.is_published(t) and has_receipt(storage, STATE_OF[ds], ident.tokens, t)
+           for ds, t in targets.items()):
         print(f"  s7-s8: {S7} and {S8} already published; nothing to do", file=out)
         return {"s7": {"skipped": True}, "s8": {"skipped": True}}
     inputs = _published_inputs(storage, ident)
@@ -192,8 +193,8 @@ def _submit_parts(storage: Storage, client, ident: RunIdentity, inputs: _Inputs,
         size = storage.fs.size(storage.abspath(inputs.parts5[p])) if p in inputs.parts5 else 0
         key = task_key("s7", "synth", None, p, tok)
         futures[key] = client.submit(timed(_synth_part), storage, p, inputs.parts5.get(p), inputs.parts6.get(p),
-                                     inputs.catalogue.refs(lo, hi), lo, hi, inputs.grid, staging[S7], staging[S8], key=key,
-                                     priority=int(size))
+                                     inputs.catalogue.refs(lo, hi), lo, hi, inputs.grid, staging[S7], staging[S8],
+                                     key=key, priority=int(size))
     return futures
 
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from segment1b.contracts import path_for
 from segment1b.errors import InputError, IntegrityError
-from segment1b.s2_tile_weights import ProxyParams, proxy_masses_inplace
+from segment1b.population_proxy import ProxyParams, proxy_masses_inplace
 from segment1b.storage import Storage
 
 U64_MAX = 2**64 - 1
@@ -59,7 +59,7 @@ def assignment_reference(uniforms: list[float], slots: list[int]) -> list[int]:
 def proxy_masses(area: np.ndarray, kernel_idx: np.ndarray, kernel_mass: np.ndarray, town_total: float,
                  area_sum: float, params: ProxyParams, land_idx: np.ndarray | None = None,
                  land_share: np.ndarray | None = None) -> np.ndarray:
-    """:func:`segment1b.s2_tile_weights.proxy_masses_inplace` on a copy of ``area`` (left unchanged).
+    """:func:`segment1b.population_proxy.proxy_masses_inplace` on a copy of ``area`` (left unchanged).
 
     >>> proxy_masses(np.array([1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams()).tolist()
     [9.5, 0.5]
@@ -80,8 +80,10 @@ def fk_mismatches(index_ids: np.ndarray, weight_ids: np.ndarray, country_iso: st
     """Tiles in one of tile_index / tile_weights but not the other, for one country (E102 rows)."""
     only_index = np.setdiff1d(index_ids, weight_ids, assume_unique=True)
     only_weights = np.setdiff1d(weight_ids, index_ids, assume_unique=True)
-    rows = [{"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_weights"} for t in only_index[:limit]]
-    rows += [{"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_index"} for t in only_weights[:limit]]
+    rows = [{"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_weights"}
+            for t in only_index[:limit]]
+    rows += [{"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_index"}
+             for t in only_weights[:limit]]
     return rows
 
 
