@@ -11,6 +11,8 @@ Graph (all keys readable on the dashboard):
 * per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
   sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
 
+The tasks live in :mod:`jobs.place_tasks`; this module plans, submits, publishes and reports.
+
 Parts are scheduled in order (priorities), so a worker holds about one part of results at a time:
 memory is bounded by the part size, not by the dataset.  Every draw is keyed by (merchant, country,
 site), never by unit, worker or retry, so the bytes do not depend on any of them.

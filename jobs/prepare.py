@@ -17,6 +17,8 @@ Run (on the cluster):
 
 Then the client checks E003/E103, publishes the three partitions (nothing is published when a check
 fails; the staging folders are removed) and writes the S1 and S2 run reports.
+
+Inputs are resolved in :mod:`jobs.prepare_inputs`; the tasks live in :mod:`jobs.prepare_tasks`.
 """
 
 from __future__ import annotations
