@@ -8,8 +8,8 @@ Workload (built once per scale in ``<workdir>/verify-<scale>``, then reused; not
 
 Steps:
 
-1. baseline — prepare's own published-data check, ``jobs.prepare.check_published_weights``: tile_index
-   against tile_weights (two of the three surfaces, tile ids only), part by part on the client;
+1. baseline — the tests' client-side reference check, ``tests/reference.py::check_published_weights``:
+   tile_index against tile_weights (two of the three surfaces, tile ids only), part by part on the client;
 2. S9's surface checks on a 2-worker, 1-thread LocalCluster: the ``s9-surface-NNN`` tasks (three surfaces,
    same tile set, weight sums per country, checked to 10^dp on the client) and the three ``s9-digest`` tasks
    that hash every surface byte (partition digests for the S1/S2 receipts and the bundle's file lists);
@@ -29,10 +29,22 @@ import time
 SCALES = {"x100-5m": {"scale": "x100", "grid": "5m", "seed": 42},
           "2.5m": {"grid": "2.5m"},
           "30s": {"grid": "30s"}}
-BASELINE = "baseline: prepare's tile_index vs tile_weights check"
+BASELINE = "baseline: client-side tile_index vs tile_weights check"
 SURFACES = "S9 surface checks + surface digests, 2 workers"
 QUICK = "verify-flag (quick: listings and sizes)"
 DEEP = "verify-flag --deep (rehash every listed file)"
+
+
+def _reference():
+    """``tests/reference.py``: the tests' obviously-correct checks (not a package: loaded from its file)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "reference.py"
+    spec = importlib.util.spec_from_file_location("reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _client():
@@ -102,7 +114,6 @@ def _timed_digest(storage, rel: str):
 
 def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
-    from jobs.prepare import check_published_weights
     from segment1b.reader import check_flag
     from segment1b.storage import Storage
 
@@ -111,8 +122,9 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     with _client() as client:
         ident = _root(storage, params, client)
         ph = ident["parameter_hash"]
+        baseline_check = _reference().check_published_weights
         with bench.step(BASELINE):
-            countries = check_published_weights(storage, ph)
+            countries = baseline_check(storage, ph)
         bench.note(BASELINE, countries=len(countries), tiles=sum(countries.values()))
         reset_worker_memory_peaks(client)
         with bench.step(SURFACES, baseline=BASELINE):

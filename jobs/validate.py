@@ -42,7 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from cluster import reset_worker_memory_peaks, worker_memory_peaks
+from cluster import reset_worker_memory_peaks
 from segment1b import rng, s9
 from segment1b.contracts import TOKEN_PATTERNS, path_for, report_path
 from segment1b.errors import InputError, IntegrityError
@@ -52,7 +52,7 @@ from segment1b.storage import Storage
 from . import argtypes
 from .parameters import load_parameters
 from .parts import file_stamps, token_values
-from .runtime import StateReport, gather, token_of, write_run_report
+from .runtime import Workers, gather, token_of, write_state_report
 from .validate_bundle import (BUNDLE, RngAccounting, Target, Validated, egress_checksums, publish,
                               publish_audit, published_pass, reverify_egress)
 from .validate_surfaces import submit_surface_tasks, surface_checks
@@ -432,25 +432,23 @@ def _write_report(storage: Storage, client, result: ValidationResult, seen: Vali
         receipts = []
     table = [{"country_iso": c, "rows": n, "seconds": round(seen.secs.get(c, 0.0), 4)}
              for c, n in seen.countries.items()]
-    report = StateReport(
-        state="s9", dataset=BUNDLE, identity=identity, rows=result.rows, receipts=receipts, wall_seconds=wall,
-        task_cpu_seconds=sum(r.cpu_s for r in tasks), workers=len(client.scheduler_info()["workers"]),
-        peak_worker_rss_bytes=worker_memory_peaks(client),
-        countries=sorted(table, key=lambda t: (-t["seconds"], t["country_iso"])), started_utc=started)
-    report.extra.update(status="PASS" if result.passed else "FAIL", failed_codes=result.failed_codes,
-                        bundle_path=result.bundle_path, plan_sample=seen.target.plan_sample, parts=seen.parts,
-                        country_seconds_basis="part wall time shared among the part's countries by rows",
-                        task_timings=[{"part": r.part, "task": r.kind, "seconds": round(r.wall_s, 4)}
-                                      for r in sorted(tasks, key=lambda r: (r.part, r.kind))])
+    extra = {"status": "PASS" if result.passed else "FAIL", "failed_codes": result.failed_codes,
+             "bundle_path": result.bundle_path, "plan_sample": seen.target.plan_sample, "parts": seen.parts,
+             "country_seconds_basis": "part wall time shared among the part's countries by rows",
+             "task_timings": [{"part": r.part, "task": r.kind, "seconds": round(r.wall_s, 4)}
+                              for r in sorted(tasks, key=lambda r: (r.part, r.kind))]}
     tokens = {"seed": result.seed, "manifest_fingerprint": result.manifest_fingerprint,
               "parameter_hash": result.parameter_hash}
-    if result.audit_path is None:
-        return write_run_report(storage, report, **tokens)
-    report.extra.update(audit_path=result.audit_path, audit_of={"bundle_path": result.bundle_path,
-                                                                 "flag_sha256_hex": result.flag_sha256_hex})
-    rel = path_for("s9_audit_report", **tokens)
-    storage.write_json(rel, report.to_dict())
-    return rel
+    path = None
+    if result.audit_path is not None:
+        extra.update(audit_path=result.audit_path, audit_of={"bundle_path": result.bundle_path,
+                                                             "flag_sha256_hex": result.flag_sha256_hex})
+        path = path_for("s9_audit_report", **tokens)
+    return write_state_report(
+        storage, "s9", identity, rows=result.rows, receipts=receipts, wall_seconds=wall,
+        task_cpu_seconds=sum(r.cpu_s for r in tasks), workers=Workers.of(client),
+        countries=sorted(table, key=lambda t: (-t["seconds"], t["country_iso"])), started_utc=started,
+        extra=extra, path=path or report_path("s9", **tokens)).path
 
 
 def _print_result(result: ValidationResult, storage: Storage, out) -> None:

@@ -9,10 +9,10 @@ import pytest
 import shapely
 
 import world
+from reference import allocate_reference
 from jobs.place import PlaceConfig, run_place
 from segment1b import rng, rng_events
 from segment1b.contracts import path_for, report_path
-from segment1b.s4_alloc_plan import allocate_reference
 from segment1b.storage import Storage
 
 PAIRS = world.random_pairs(300)

@@ -83,7 +83,8 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from segment1b.contracts import dataset  # noqa: E402
-from segment1b.s4_alloc_plan import allocate_pairs, allocate_reference, weight_prefix  # noqa: E402
+from reference import allocate_reference  # noqa: E402
+from segment1b.s4_alloc_plan import allocate_pairs, weight_prefix  # noqa: E402
 
 
 def _weights(raw, dp):

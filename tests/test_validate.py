@@ -14,10 +14,10 @@ import shapely
 
 import runs
 import world
-from jobs import pictures_report
+from jobs.report import run_report as pictures_report
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
-from jobs.pictures import resolve_identity
+from jobs.report.run_files import resolve_identity
 from jobs.validate import run_s9
 from segment1b import rng
 from segment1b.contracts import dataset, path_for, report_path
