@@ -16,6 +16,7 @@ The stall rule itself, :func:`stalled_workers`, is a pure function of times, tes
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -60,13 +61,24 @@ def scheduler_lost(client: Client, error: BaseException) -> ClusterRunError | No
         lost = getattr(client, "status", "running") not in ("running", "newly-created")
     if not lost:
         return None
-    address = getattr(getattr(client, "scheduler", None), "address", None) or "the scheduler"
+    address = _scheduler_address(client, error)
     return ClusterRunError(
         "C202_SCHEDULER_LOST", f"lost the connection to the Dask scheduler at {address} while the job ran "
         f"({type(error).__name__}: {_first_line(error)})",
         hint="check that the scheduler is still running (it may have been stopped, restarted or killed for "
              "memory) and that the network to it is up; then rerun the same command: it resumes from what "
              "was published")
+
+
+def _scheduler_address(client: Client, error: BaseException) -> str:
+    """The lost scheduler's address: a client that gave up reconnecting has already dropped its rpc's
+    address, so look in what it learnt when it connected, then in the error's own text."""
+    address = getattr(getattr(client, "scheduler", None), "address", None) or \
+        (getattr(client, "_scheduler_identity", None) or {}).get("address")
+    if not address:
+        found = re.search(r"\b[a-z]+://[^\s'\"),]+", str(error))
+        address = found.group(0) if found else None
+    return address or "the scheduler"
 
 
 class PauseWatchdog:

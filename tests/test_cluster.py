@@ -539,6 +539,13 @@ def test_stall_rule(paused_since, last_progress, now, expected):
     assert stalled_workers(paused_since, last_progress, now, 60.0) == expected
 
 
+def _wait_until_paused(client, n: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(w.get("status") == "paused" for w in client.scheduler_info()["workers"].values()) < n:
+        assert time.monotonic() < deadline, client.scheduler_info()["workers"]
+        time.sleep(0.1)
+
+
 def _pause(dask_worker):
     """Pause this worker through its own memory monitor, as a worker over distributed.worker.memory.pause is."""
     memory = dask_worker.memory_manager
@@ -559,6 +566,7 @@ def test_workers_that_stay_paused_fail_the_wait_with_c201():
             distributed.Client(local) as client:
         client.wait_for_workers(2)
         client.run(_pause)
+        _wait_until_paused(client, 2)  # both, before the watchdog starts (a loaded machine pauses them apart)
         futures = client.map(operator.neg, range(8))
         with PauseWatchdog(client, lambda: client.cancel(futures), timeout=2.0, poll=0.2) as watchdog:
             finished = [f.status for f in as_completed(futures)]  # returns once the watchdog cancels
@@ -589,6 +597,20 @@ def test_a_lost_scheduler_is_c202_and_other_errors_are_not():
     assert scheduler_lost(Client(), OSError("disk full")) is None  # the client is still connected
     Client.status = "connecting"
     assert scheduler_lost(Client(), OSError("Timed out trying to connect")).code == "C202_SCHEDULER_LOST"
+
+
+def test_a_client_that_gave_up_reconnecting_still_names_the_lost_scheduler():
+    # Seen under load: once the client closes after failing to reconnect, its rpc no longer has an address
+    from cluster import scheduler_lost
+
+    class Closed:
+        status = "closed"
+        scheduler = type("rpc", (), {"address": None})()
+
+    error = OSError("Timed out trying to connect to tcp://127.0.0.1:38825 after 30 s")
+    assert "at tcp://127.0.0.1:38825 while" in scheduler_lost(Closed(), error).message
+    Closed._scheduler_identity = {"address": "tcp://10.0.0.2:8786"}  # what the client learnt when it connected
+    assert "at tcp://10.0.0.2:8786 while" in scheduler_lost(Closed(), error).message
 
 
 def test_cluster_package_has_no_domain_imports():
