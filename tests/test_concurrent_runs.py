@@ -282,3 +282,51 @@ def _story(subs: Submissions, **facts) -> str:
 def _plus_one(i: int | None) -> int | None:
     """``i + 1`` (so that run 0 counts as found), or None."""
     return None if i is None else i + 1
+
+
+@pytest.mark.timeout(2 * RUN_TIMEOUT)
+def test_ctrl_c_prints_only_the_clean_line_and_leaves_no_process(client, submissions, tmp_path):
+    """Ctrl-C reaches the whole foreground process group (the LocalCluster's worker processes included):
+    only the client's clean line is printed, no worker traceback, and every process of the run ends
+    (issue 15, item 4)."""
+    import psutil
+
+    prepared, _ = runs.prepared_root(client)
+    root = runs.fresh_root(prepared, str(tmp_path / "root"))
+    i = submissions.start(run_argv(root, "--workers", "2", "--threads-per-worker", "1", "--memory-limit", "2GiB"))
+    proc = submissions.procs[i]
+    submissions.wait_until(lambda: submissions.first_printing(r"^\[s4-s6 placement\]") is not None,
+                           "the run reaching S4-S6")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2, children  # the worker processes receive the Ctrl-C too
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    code = submissions.wait(i)
+    _, alive = psutil.wait_procs(children, timeout=60)
+    out = submissions.output(i)
+    assert code == 130, out[-6000:]
+    assert "interrupted; published partitions are intact, rerun the same command to resume" in out, out[-6000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-6000:]
+    assert alive == [], alive
+
+
+def test_a_ctrl_c_swallowed_by_a_gc_callback_is_delivered_again():
+    """The LocalCluster's scheduler hooks a Python callback into every garbage collection of the client's
+    process; a Ctrl-C landing there is "ignored" by Python, and the run would go on (issue 15, item 4)."""
+    import gc
+
+    from jobs.cli import _interrupt_never_swallowed
+
+    def callback(phase, info):
+        gc.callbacks.remove(callback)
+        raise KeyboardInterrupt
+
+    reached = []
+    with _interrupt_never_swallowed():
+        gc.callbacks.append(callback)
+        with pytest.raises(KeyboardInterrupt):
+            gc.collect()  # the callback's KeyboardInterrupt is swallowed here...
+            reached.append("after the collection")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # ...and raised again in ordinary code
+                pass
+    assert reached == ["after the collection"] and callback not in gc.callbacks
