@@ -246,6 +246,11 @@ def test_run_on_a_local_cluster_prints_the_summary_and_saves_the_reports(tmp_pat
         assert f"  {name}: {reports['outputs'][name]}" in summary
         assert Path(reports["outputs"][name]).exists(), name
     assert (Path(reports["outputs"]["validation_bundle"]) / "_passed.flag").is_file()
+    # the run report and the map are listed too, and the verdict is the last line (issue 15)
+    for name, file in (("run_report", "run_report.html"), ("map", "map.png")):
+        assert reports["outputs"][name] == str(run_folder / file) and f"  {name}: {run_folder / file}" in summary
+        assert (run_folder / file).is_file(), name
+    assert out.rstrip("\n").splitlines()[-1] == "PASS  _passed.flag written; site_locations validated"
     # the performance report covers the whole run, and task keys name the state and the country
     html = (run_folder / "performance_report.html").read_text()
     keys = set(re.findall(r"s[0-9]-[a-z]+(?:-[A-Z]{2}|-small)?(?:-\d{3})?-[0-9a-f]{8}", html))
