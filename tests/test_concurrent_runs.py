@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import runs
-from cluster_fixtures import repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import die_with_parent, repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import DATASETS, path_for
 from segment1b.storage import Storage
 
@@ -73,7 +73,8 @@ class Submissions:
                 del env[name]
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *argv], cwd=self.cwd, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=die_with_parent)
         out: list[str] = []
         err: list[str] = []
         for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
