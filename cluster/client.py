@@ -185,6 +185,8 @@ def format_layout(description: dict[str, Any]) -> str:
 def _start_local(options: ClusterOptions, security: Security):
     from distributed import Client, LocalCluster
 
+    from cluster.interrupt import IgnoreInterrupt
+
     check_security(security, address=None)
     cores, available = machine_resources()
     layout = local_layout(options, cores=cores, available_memory=available)
@@ -204,6 +206,7 @@ def _start_local(options: ClusterOptions, security: Security):
         security=security,
         silence_logs=logging.ERROR,
         scheduler_kwargs=scheduler_kwargs,
+        plugins=(IgnoreInterrupt(),),  # Ctrl-C is the client's to handle, not the worker processes' (issue 15)
     )
     try:
         client = Client(cluster, security=security, timeout=options.connect_timeout)

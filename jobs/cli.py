@@ -7,7 +7,9 @@ Each command lives in its own module with ``register(subparsers)`` adding its pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 
 from cluster.errors import ClusterError
 from segment1b.errors import BusyError, Segment1BError
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _interrupt_never_swallowed():
+            return int(args.func(args) or 0)
     except BusyError as exc:  # not a failure of the data: the same command succeeds once the other run is done
         print(f"\nFAILED {exc}", file=sys.stderr)
         return EXIT_BUSY
@@ -68,6 +71,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; published partitions are intact, rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _interrupt_never_swallowed():
+    """A Ctrl-C that lands in a garbage-collector callback or a ``__del__`` (the LocalCluster's scheduler
+    runs one in this process on every collection) would be printed as "Exception ignored" and lost, and the
+    run would go on (issue 15): deliver it to the main thread again instead, once that callback is over.
+
+    The new delivery comes from a timer thread: raised at once, it would land in this hook itself.
+    """
+    import _thread
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 if __name__ == "__main__":

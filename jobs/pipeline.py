@@ -112,7 +112,7 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
               f"parameter_hash {ph[:16]}...", file=out, flush=True)
         result = _run_states(storage, client, request, ident, prepared, steps, out)
     summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed},
-                         states=_state_rows(storage, ident, steps.rows),
+                         states=_state_rows(storage, ident, steps.rows, steps.computed),
                          slowest_countries=_slowest_countries(storage, ident),
                          outputs=_outputs(storage, ident, request.through))
     if result is not None:
@@ -120,25 +120,51 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
         if not result.passed:
             summary.failure = {"codes": list(result.failed_codes)}
     summary.wall_seconds = round(time.perf_counter() - t_run, 3)
-    storage.write_json(path_for("run_folder", **ident.tokens) + "run_summary.json", asdict(summary))
+    summary_rel = path_for("run_folder", **ident.tokens) + "run_summary.json"
+    storage.write_json(summary_rel, asdict(summary))  # the run report shows it
+    # run_report.html + map.png in the run folder; never raises (#10); listed with the outputs, so that the
+    # verdict stays the last line printed (issue 15)
+    written = report_after_run(storage, ident, out=out)
+    if written:
+        summary.outputs.update(written)
+        storage.write_json(summary_rel, asdict(summary))
     _print_summary(summary, out)
-    report_after_run(storage, ident, out=out)  # run_report.html + map.png in the run folder; never raises (#10)
     return summary
 
 
 class _Steps:
-    """Runs the steps of a run, printing a header for each and recording its seconds."""
+    """Runs the steps of a run, printing a header for each and recording its seconds and the states it
+    computed (a state published before the run is reused: its report's seconds are not this run's)."""
 
     def __init__(self, out):
         self.out = out
         self.rows: list[dict[str, Any]] = []
+        self.computed: set[str] = set()
 
-    def __call__(self, name: str, fn, *args, **kwargs):
+    def __call__(self, name: str, states: tuple[str, ...], fn, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)``, the step ``name`` that publishes ``states`` (``s1``...``s9``)."""
         t0 = time.perf_counter()
         print(f"\n[{name}]", file=self.out, flush=True)
         result = fn(*args, **kwargs)
         self.rows.append({"state": name, "seconds": round(time.perf_counter() - t0, 3)})
+        self.computed |= _computed_states(states, result)
         return result
+
+
+def _computed_states(states: tuple[str, ...], result: Any) -> set[str]:
+    """Which of ``states`` a step computed rather than found published, from its result: ``{"skipped":
+    True}`` for the whole step, or ``{state: {"skipped": True}}`` per state.
+
+    >>> sorted(_computed_states(("s4", "s5", "s6"), {"s4": {"skipped": True}, "s5": {"rows": 3}, "s6": {"rows": 3}}))
+    ['s5', 's6']
+    >>> _computed_states(("s1", "s2"), {"skipped": True}), _computed_states((), {})
+    (set(), set())
+    """
+    if isinstance(result, dict):
+        if result.get("skipped"):
+            return set()
+        return {s for s in states if not (isinstance(result.get(s), dict) and result[s].get("skipped"))}
+    return set(states)
 
 
 def _surfaces_and_catalogue(storage: Storage, client, request: RunRequest, steps: _Steps,
@@ -148,9 +174,9 @@ def _surfaces_and_catalogue(storage: Storage, client, request: RunRequest, steps
     from .generate import catalogue_countries, countries_from_places, run_generate
     from .prepare import prepare
 
-    prepared = steps("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
-                     raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
-                     out=out)
+    prepared = steps("s1-s2 tiles", ("s1", "s2"), prepare, storage, client, grid=request.grid,
+                     countries=request.countries, raster=request.raster, basis=request.basis, dp=request.dp,
+                     iso_column=request.iso_column, out=out)
     ph = prepared["parameter_hash"]
     # now with the largest country's weighted tiles of these tile weights (S9's plan recomputation)
     check_memory(client, _memory_needs(storage, request, ph), step=_memory_step(request))
@@ -158,7 +184,7 @@ def _surfaces_and_catalogue(storage: Storage, client, request: RunRequest, steps
         return prepared, request.fingerprint
     # not the zero-mass fallback countries (every tile a coastal sliver): no E613 by construction
     eligible = catalogue_countries(storage, ph)
-    generated = steps("catalogue", run_generate, storage, client, countries_from_places(eligible),
+    generated = steps("catalogue", (), run_generate, storage, client, countries_from_places(eligible),
                       scale=request.scale, seed=request.seed, out=out)
     return prepared, generated["manifest_fingerprint"]
 
@@ -171,19 +197,20 @@ def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentit
     from .synthesis import run_s7_s8
     from .validate import run_s9
 
-    steps("s0-s3 requirements", run_s3, storage, client, ident,
+    steps("s0-s3 requirements", ("s3",), run_s3, storage, client, ident,
           countries_with_weights=countries_with_tiles(storage, ident.parameter_hash), out=out)
     through = request.through
     if through != "s3":
         place_through = through if through in PLACE_STATES else "s6"
-        steps(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
+        placed = PLACE_STATES[:PLACE_STATES.index(place_through) + 1]
+        steps(f"s4-{place_through} placement", placed, run_place, storage, client, ident, prepared_grid(prepared),
               prepared["countries_sha256"], through=place_through, config=PlaceConfig(part_sites=request.part_sites),
               out=out)
     if through in ("s8", "s9"):
-        steps("s7-s8 synthesis", run_s7_s8, storage, client, ident, out=out)
+        steps("s7-s8 synthesis", ("s7", "s8"), run_s7_s8, storage, client, ident, out=out)
     if through != "s9":
         return None
-    return steps("s9 validation", run_s9, storage, client, ident.seed, ident.manifest_fingerprint,
+    return steps("s9 validation", ("s9",), run_s9, storage, client, ident.seed, ident.manifest_fingerprint,
                  parameter_hash=ident.parameter_hash, out=out)
 
 
@@ -368,13 +395,14 @@ def _read_report(storage: Storage, state: str, ident: RunIdentity) -> dict[str, 
     return storage.read_json(rel) if storage.exists(rel) else None
 
 
-def _state_rows(storage: Storage, ident: RunIdentity, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _state_rows(storage: Storage, ident: RunIdentity, steps: list[dict[str, Any]],
+                computed: set[str]) -> list[dict[str, Any]]:
     rows = []
     for s in ("s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"):
         rep = _read_report(storage, s, ident)
         if rep is not None:
             rows.append({"state": s, "rows": rep.get("rows"), "seconds": rep.get("wall_seconds"),
-                         "peak_worker_rss_bytes": rep.get("peak_worker_rss_max_bytes")})
+                         "peak_worker_rss_bytes": rep.get("peak_worker_rss_max_bytes"), "cached": s not in computed})
     return rows + [{"step": s["state"], "seconds": s["seconds"]} for s in steps]
 
 
@@ -407,6 +435,7 @@ def _outputs(storage: Storage, ident: RunIdentity, through: str) -> dict[str, st
 
 
 def _print_summary(summary: RunSummary, out) -> None:
+    """The end of ``run``'s output; the verdict (PASS or FAIL) is its last line (issue 15)."""
     print("\n== summary ==", file=out)
     ident = summary.identity
     print(f"  run_id {ident['run_id']}{' (resumed)' if ident.get('resumed') else ''}  seed {ident['seed']}  "
@@ -414,8 +443,10 @@ def _print_summary(summary: RunSummary, out) -> None:
     for row in summary.states:
         if "state" in row:
             rss = row.get("peak_worker_rss_bytes") or 0
-            print(f"  {row['state']:<4} {row['rows'] or 0:>12,} rows  {row['seconds'] or 0:>8.2f} s"
-                  + (f"  peak worker {rss / 2**20:,.0f} MiB" if rss else ""), file=out)
+            # a state published before this run: its report's seconds are an earlier run's
+            took = "    cached" if row.get("cached") else f"{row['seconds'] or 0:>8.2f} s"
+            print(f"  {row['state']:<4} {row['rows'] or 0:>12,} rows  {took}"
+                  + (f"  peak worker {rss / 2**20:,.0f} MiB" if rss and not row.get("cached") else ""), file=out)
     print("  slowest countries (S4-S6 task seconds): " + ", ".join(
         f"{r['country_iso']} {r['seconds']:.2f}s" for r in summary.slowest_countries), file=out)
     for name, url in summary.outputs.items():

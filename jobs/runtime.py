@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import shutil
 import sys
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from segment1b.contracts import STATE_DATASETS, path_for, report_path
 from segment1b.errors import Segment1BError
@@ -172,9 +173,11 @@ class _Progress:
         every = self.count == len(self.stage_of)
         if self.tty and (now - self.last > 0.2 or every):
             self.last = now
-            parts = "  ".join(f"{s} {self.done[s]}/{n}" for s, n in self.totals.items())
-            print(f"\r  {self.label:<10} {parts}  {now - self.t0:6.1f}s", end="\n" if every else "", file=self.out,
-                  flush=True)
+            counts = [(s, self.done[s], n) for s, n in self.totals.items()]
+            # the line never reaches the last column (a wrapped line is never redrawn: issue 15); ESC[K clears
+            # what a longer previous line left
+            line = progress_line(self.label, counts, now - self.t0, shutil.get_terminal_size().columns - 1)
+            print(f"\r{line}\x1b[K", end="\n" if every else "", file=self.out, flush=True)
         elif not self.tty and self.done[stage] == self.totals[stage]:
             print(f"  {stage:<22} {self.totals[stage]} tasks done at {now - self.t0:6.1f}s", file=self.out, flush=True)
 
@@ -182,6 +185,55 @@ class _Progress:
         """End the live line of a wait that failed."""
         if self.show and self.tty:
             print(file=self.out)
+
+
+def progress_line(label: str, counts: Sequence[tuple[str, int, int]], seconds: float, width: int) -> str:
+    """The live progress line of :func:`gather`, at most ``width`` characters (ASCII).
+
+    ``counts`` are (stage, done, total) in display order.  The label is said once: a stage named like
+    the label shows its count only, and a stage's leading word that repeats the label is dropped
+    (``s9`` ``surface 3/3``).  Too long for ``width``, the line is shortened, always in the same order:
+    single spaces; the stage names' words after the first cut to three letters (``s4 wei 12/238``);
+    finished stages left out (all finished: one count of tasks); the end cut off (``...``).  The elapsed
+    seconds always stay.
+
+    >>> progress_line("s1 tile index", [("s1 tile index", 3, 238)], 1.25, 80)
+    '  s1 tile index  3/238  1.2s'
+    >>> stages = [("s4 weights", 238, 238), ("s6 units", 1200, 4000), ("s4 write", 0, 130), ("s5 write", 0, 130)]
+    >>> progress_line("s4-s6", stages, 12.0, 100)
+    '  s4-s6  s4 weights 238/238  s6 units 1200/4000  s4 write 0/130  s5 write 0/130  12.0s'
+    >>> progress_line("s4-s6", stages, 12.0, 80)
+    '  s4-s6 s4 wei 238/238 s6 uni 1200/4000 s4 wri 0/130 s5 wri 0/130 12.0s'
+    >>> progress_line("s4-s6", stages, 12.0, 60)
+    '  s4-s6 s6 uni 1200/4000 s4 wri 0/130 s5 wri 0/130 12.0s'
+    >>> progress_line("s4-s6", stages, 12.0, 40)
+    '  s4-s6 s6 uni 1200/4000 s4 wri... 12.0s'
+    """
+    elapsed = f"{seconds:.1f}s"
+    names = [_stage_name(label, stage) for stage, _, _ in counts]
+    short = [_abbreviated(n) for n in names]
+    unfinished = [(n, c) for n, c in zip(short, counts) if c[1] < c[2]]
+    done, total = sum(c[1] for c in counts), sum(c[2] for c in counts)
+    candidates = (("  ", zip(names, counts)), (" ", zip(names, counts)), (" ", zip(short, counts)),
+                  (" ", unfinished) if unfinished else (" ", [(f"{len(counts)} stages", ("", done, total))]))
+    for sep, shown in candidates:
+        line = sep.join([f"  {label}", *(f"{n} {d}/{t}".lstrip() for n, (_, d, t) in shown), elapsed])
+        if len(line) <= width:
+            return line
+    room = width - len(elapsed) - 4  # for "... "
+    return line[:room].rstrip() + "... " + elapsed if room > 2 else line[:max(width, 0)]
+
+
+def _stage_name(label: str, stage: str) -> str:
+    if stage == label:
+        return ""
+    first, _, rest = stage.partition(" ")
+    return rest if rest and label == first else stage
+
+
+def _abbreviated(name: str) -> str:
+    first, *rest = name.split(" ")
+    return " ".join([first, *(w[:3] for w in rest)])
 
 
 def _cancel_quietly(client, futures: Mapping[str, Any]) -> None:

@@ -8,9 +8,12 @@ whatever the chunking.
 Work is done in *units* of about the same cost: the pairs of one country inside one part, split into
 chunks when the country is big (so the long tail is many tasks), or the pairs of several small countries
 of one part packed together (so that two hundred countries with a handful of sites each are a few tasks,
-not two hundred: the scheduler's per-task cost would otherwise eat the second core).  A unit never spans
-parts, so each part's writer depends only on its own units and the graph can run part by part with
-bounded memory.
+not two hundred: the scheduler's per-task cost would otherwise eat the second core).  The biggest
+countries of a run are never packed: the :data:`NAMED_COUNTRIES` countries with the most sites, among those
+holding at least :data:`NAMED_MIN_SHARE` of the run's sites, get units of their own in every part, named by
+their ISO code, so the dashboard shows the long tail of a run (issue 15: at x100 the United States and India
+were inside ``small`` packs).  A unit never spans parts, so each part's
+writer depends only on its own units and the graph can run part by part with bounded memory.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Part", "Segment", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL"]
+__all__ = ["Part", "Segment", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
+           "NAMED_COUNTRIES", "NAMED_MIN_SHARE"]
 
 SMALL_LABEL = "small"  # task-key label of a unit packing several small countries
+# The countries with the most sites of a run (ties: ISO order) that always get their own units: as many as
+# the run summary's "slowest countries", so that the countries a user reads about there have their own
+# progress bars; at most this many more tasks per part than full packing.  Only countries holding a share
+# of the run worth a bar of its own: in a small catalogue the tenth country may have three sites.
+NAMED_COUNTRIES = 10
+NAMED_MIN_SHARE = 0.01
 
 # Parts of 2^18 sites (~260 k): small enough that the writers of one part overlap the units of the next and
 # a writer holds a few tens of MB; large enough that x1000 is ~130 files per dataset.
@@ -116,16 +126,19 @@ UNITS_PER_WORKER = 16  # enough units per worker to balance the load, few enough
 
 def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray, parts: list[Part], *,
                max_unit_sites: int = 250_000, min_unit_sites: int = 2_000, skew: float = 4.0,
-               workers: int = 1) -> list[Unit]:
+               workers: int = 1, named: int = NAMED_COUNTRIES) -> list[Unit]:
     """Units of about ``target`` sites inside each part, largest first.
 
     ``target = min(max_unit_sites, max(min_unit_sites, skew · median (country, part) group size,
     all sites / (UNITS_PER_WORKER · workers)))``: big runs get big units (task overhead stays a small share)
     but always a few per worker, never more than the memory bound allows.  A
     (country, part) group above the target is split into chunks of consecutive merchants; groups below a
-    quarter of it are packed, in ISO order, into units of up to the target; the others are one unit each.
-    So no unit is more than a few times the median (or above the memory bound) unless a single pair is that
-    big; pairs are never split (S5 needs all sites of a pair together).
+    quarter of it are packed, in ISO order, into units of up to the target, except those of the ``named``
+    countries with the most sites (ties: ISO order) among those with :data:`NAMED_MIN_SHARE` of all sites
+    or more; the others are one unit each.  So no unit is more than
+    a few times the median (or above the memory bound) unless a single pair is that big; pairs are never
+    split (S5 needs all sites of a pair together).  Units only group the work: outputs are laid out by
+    ``parts`` and every draw is keyed by (merchant, country, site), so units change no output byte.
     """
     import pandas as pd
 
@@ -139,6 +152,11 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     if not groups:
         return []
     group_sites = {key: int(n_sites[idx].sum()) for key, idx in groups.items()}
+    country_sites: dict[str, int] = {}
+    for (iso, _), sites in group_sites.items():
+        country_sites[iso] = country_sites.get(iso, 0) + sites
+    big = [c for c in country_sites if country_sites[c] >= NAMED_MIN_SHARE * int(n_sites.sum())]
+    own = set(sorted(big, key=lambda c: (-country_sites[c], c))[:max(0, named)])
     spread = int(n_sites.sum()) / (UNITS_PER_WORKER * max(1, int(workers)))
     target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(list(group_sites.values()))), spread)))
     units: list[Unit] = []
@@ -161,7 +179,7 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
         pack_sites = 0
         for iso, idx in by_part[part]:  # ISO order
             sites = group_sites[(iso, part)]
-            if sites * 4 >= target:
+            if sites * 4 >= target or iso in own:
                 for piece in _split_by_sites(idx, n_sites, target):
                     add(iso, part, [Segment(iso, merchant_id[piece], n_sites[piece])])
                 continue

@@ -4,10 +4,17 @@ Shared by ``test_cluster.py`` (the cluster package) and ``test_end_to_end.py`` (
 those clusters).  Every process binds 127.0.0.1, runs in its own session (so a stuck worker and its
 nanny child can be killed together) and logs to a file in the test's folder; :meth:`Processes.stop`
 ends them, killing what hangs.
+
+No process outlives the test session, however it ends (issue 15, item 10): each one is started with
+:func:`die_with_parent` (the kernel kills it when pytest dies, even by SIGKILL or a timeout's
+``os._exit``; a worker's own worker process follows its nanny), and what is still running when pytest
+exits normally (Ctrl-C included) is killed by an ``atexit`` hook.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import datetime
 import ipaddress
 import json
@@ -20,11 +27,39 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO_ROOT", "START_TIMEOUT", "Processes", "dask_cli", "make_pki", "start_cluster", "tls_config",
-           "repo_env", "wait_for_workers"]
+__all__ = ["REPO_ROOT", "START_TIMEOUT", "Processes", "dask_cli", "die_with_parent", "make_pki", "start_cluster",
+           "tls_config", "repo_env", "wait_for_workers"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60  # seconds for a subprocess scheduler/worker to come up on a busy 2-core machine
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_TEST_PROCESS = os.getpid()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for test subprocesses: the kernel sends SIGKILL to the child when the test process
+    dies, however it dies (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing).
+
+    Runs in the child between fork and exec; a parent that died before the call is caught by comparing
+    the parent's pid.
+    """
+    if _LIBC is None:
+        return
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != _TEST_PROCESS:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_LIVE: list[Processes] = []
+
+
+@atexit.register
+def _kill_what_is_left() -> None:
+    """pytest ending (a Ctrl-C included) with a cluster still running: kill its process groups."""
+    for procs in list(_LIVE):
+        procs.kill()
 
 
 def repo_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -54,8 +89,10 @@ class Processes:
         log = self.folder / f"{name}.log"
         with open(log, "wb") as handle:
             proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=self.folder, start_new_session=True)
+                                    cwd=self.folder, start_new_session=True, preexec_fn=die_with_parent)
         self.procs.append((proc, log))
+        if self not in _LIVE:
+            _LIVE.append(self)
         return proc
 
     def wait_for_file(self, path: Path, timeout: float = START_TIMEOUT) -> dict:
@@ -89,6 +126,18 @@ class Processes:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)  # the session we created: worker and nanny child
                     proc.wait(timeout=5)
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+    def kill(self) -> None:
+        """SIGKILL every process group started here, without waiting (what pytest's exit leaves running)."""
+        for proc, _ in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self in _LIVE:
+            _LIVE.remove(self)
 
 
 def start_cluster(folder: Path, *, n_workers: int, tls: dict[str, Path] | None = None,

@@ -4,8 +4,9 @@ Real command lines in subprocesses, each in its own session (its LocalCluster's 
 process group), all started together on a new, empty data root so that S1 runs:
 
 * two clients on one shared ``dask scheduler``/``dask worker`` cluster;
-* four runs with their own LocalClusters: the one running S1 is interrupted with SIGINT, the one running
-  S4-S6 is SIGKILLed with its whole process group once a part is recorded.
+* four runs with their own LocalClusters: the one running S1 is interrupted with SIGINT (its whole process
+  group, as a terminal's Ctrl-C: only the clean line may be printed), the one running S4-S6 is SIGKILLed
+  with its whole process group once a part is recorded.
 
 Every run that is not disturbed ends PASS (or with the documented "busy" code), a final rerun ends PASS,
 no hidden or temporary file is inside any published partition, no staging folder is left, and every
@@ -25,10 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import runs
-from cluster_fixtures import repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import die_with_parent, repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import DATASETS, path_for
 from segment1b.storage import Storage
 
@@ -73,7 +75,8 @@ class Submissions:
                 del env[name]
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *argv], cwd=self.cwd, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=die_with_parent)
         out: list[str] = []
         err: list[str] = []
         for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
@@ -234,10 +237,13 @@ def test_four_runs_on_one_new_root_one_interrupted_in_s1_one_killed_in_s4_s6(und
     root = str(tmp_path / "root")
     local = ["--workers", "1", "--threads-per-worker", "1", "--memory-limit", "2GiB"]
     started = [submissions.start(run_argv(root, *local)) for _ in range(4)]
-    # the run that is computing S1 (the others wait for it): Ctrl-C
+    # the run that is computing S1 (the others wait for it): Ctrl-C, which a terminal sends to the whole
+    # process group, its LocalCluster's worker processes included (issue 15, item 4)
     interrupted = submissions.wait_until(lambda: _plus_one(submissions.first_printing(r"^prepare: grid ")),
                                          "a run starting S1") - 1
-    os.kill(submissions.procs[interrupted].pid, signal.SIGINT)
+    workers = psutil.Process(submissions.procs[interrupted].pid).children(recursive=True)
+    assert len(workers) >= 1, workers
+    submissions.kill_group(interrupted, signal.SIGINT)
     # the run that is computing S4-S6, once a part is recorded by S4, S5 and S6: SIGKILL, LocalCluster included
     progress = os.path.join(root, "control/run/*/*/*/place-progress-*/s6-part-*.json")
 
@@ -256,7 +262,9 @@ def test_four_runs_on_one_new_root_one_interrupted_in_s1_one_killed_in_s4_s6(und
     code = submissions.wait(interrupted)
     out = submissions.output(interrupted)
     assert code == 130 and "interrupted; published partitions are intact" in out, out[-6000:]
-    assert "\nKeyboardInterrupt" not in out, out[-6000:]  # handled, not a traceback
+    # only the client's clean line: no traceback of the workers (nor of the client), and no process left
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-6000:]
+    assert psutil.wait_procs(workers, timeout=60)[1] == []
     others = [i for i in started if i not in (interrupted, killed)]
     passed = [assert_pass_or_busy(submissions, i, submissions.wait(i)) for i in others]
     final = submissions.start(run_argv(root, *local))
@@ -282,3 +290,26 @@ def _story(subs: Submissions, **facts) -> str:
 def _plus_one(i: int | None) -> int | None:
     """``i + 1`` (so that run 0 counts as found), or None."""
     return None if i is None else i + 1
+
+
+def test_a_ctrl_c_swallowed_by_a_gc_callback_is_delivered_again():
+    """The LocalCluster's scheduler hooks a Python callback into every garbage collection of the client's
+    process; a Ctrl-C landing there is "ignored" by Python, and the run would go on (issue 15, item 4)."""
+    import gc
+
+    from jobs.cli import _interrupt_never_swallowed
+
+    def callback(phase, info):
+        gc.callbacks.remove(callback)
+        raise KeyboardInterrupt
+
+    reached = []
+    with _interrupt_never_swallowed():
+        gc.callbacks.append(callback)
+        with pytest.raises(KeyboardInterrupt):
+            gc.collect()  # the callback's KeyboardInterrupt is swallowed here...
+            reached.append("after the collection")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # ...and raised again in ordinary code
+                pass
+    assert reached == ["after the collection"] and callback not in gc.callbacks

@@ -25,7 +25,7 @@ from pathlib import Path
 import distributed  # noqa: F401  imported before any dask.config.set (see cluster_fixtures.tls_config)
 import pytest
 
-from cluster_fixtures import START_TIMEOUT, make_pki, repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import START_TIMEOUT, die_with_parent, make_pki, repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.storage import Storage
 
@@ -80,7 +80,7 @@ def segment1b(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
               timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
     """Run the command line in a fresh interpreter; stdout and stderr as text."""
     return subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=cwd, env=subprocess_env(env),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
 
 
 def assert_passed(proc: subprocess.CompletedProcess) -> str:
@@ -147,7 +147,8 @@ def run_until_killed(argv: list[str], cwd: Path, when, *, env: dict[str, str] | 
     """Start the command in its own process group and SIGKILL the whole group (client, LocalCluster
     scheduler, nannies, workers) as soon as ``when(lines)`` is true; returns the lines printed so far."""
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *argv], cwd=cwd, env=subprocess_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=die_with_parent)
     lines: list[str] = []
 
     def read():
@@ -246,6 +247,11 @@ def test_run_on_a_local_cluster_prints_the_summary_and_saves_the_reports(tmp_pat
         assert f"  {name}: {reports['outputs'][name]}" in summary
         assert Path(reports["outputs"][name]).exists(), name
     assert (Path(reports["outputs"]["validation_bundle"]) / "_passed.flag").is_file()
+    # the run report and the map are listed too, and the verdict is the last line (issue 15)
+    for name, file in (("run_report", "run_report.html"), ("map", "map.png")):
+        assert reports["outputs"][name] == str(run_folder / file) and f"  {name}: {run_folder / file}" in summary
+        assert (run_folder / file).is_file(), name
+    assert out.rstrip("\n").splitlines()[-1] == "PASS  _passed.flag written; site_locations validated"
     # the performance report covers the whole run, and task keys name the state and the country
     html = (run_folder / "performance_report.html").read_text()
     keys = set(re.findall(r"s[0-9]-[a-z]+(?:-[A-Z]{2}|-small)?(?:-\d{3})?-[0-9a-f]{8}", html))

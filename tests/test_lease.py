@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from cluster_fixtures import die_with_parent
 from segment1b.contracts import path_for
 from segment1b.errors import BusyError
 from segment1b.lease import acquire
@@ -54,7 +55,8 @@ class Holders:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
         proc = subprocess.Popen([sys.executable, str(self.script), root, scope, json.dumps(options or {}),
                                  str(wait), str(ttl)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent)
         self.procs.append(proc)
         return proc
 

@@ -11,6 +11,7 @@ an uninterrupted run and no staging folders left.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 
 import pytest
@@ -85,7 +86,7 @@ def no_pictures():
     import jobs.report.run_report
 
     original = jobs.report.run_report.report_after_run
-    jobs.report.run_report.report_after_run = lambda storage, ident, out=None: None
+    jobs.report.run_report.report_after_run = lambda storage, ident, out=None: {}
     yield
     jobs.report.run_report.report_after_run = original
 
@@ -107,9 +108,10 @@ def prepared(tmp_path_factory, client, no_pictures):
     first = run_pipeline(Storage(str(base)), client, RunRequest(**{**request.__dict__, "through": "s3"}),
                          out=io.StringIO())
     shutil.copytree(base, folder / "whole")
-    whole = run_pipeline(Storage(str(folder / "whole")), client, request, out=io.StringIO())
+    whole_out = io.StringIO()
+    whole = run_pipeline(Storage(str(folder / "whole")), client, request, out=whole_out)
     assert whole.passed and whole.identity["run_id"] == first.identity["run_id"]
-    return {"base": base, "request": request, "identity": first.identity,
+    return {"base": base, "request": request, "identity": first.identity, "whole_out": whole_out.getvalue(),
             "digests": _digests(Storage(str(folder / "whole")), first.identity)}
 
 
@@ -120,6 +122,33 @@ def _digests(storage: Storage, identity: dict) -> dict[str, str]:
         assert storage.is_published(rel), ds
         out[ds] = storage.partition_digest(rel)
     return out
+
+
+def test_the_states_a_step_computed_are_read_from_its_result():
+    import doctest
+
+    import jobs.pipeline
+
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(jobs.pipeline._computed_states, "_computed_states",
+                                             globs=vars(jobs.pipeline)):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries == 2
+    assert jobs.pipeline._computed_states(("s9",), object()) == {"s9"}  # S9's result is not a dict
+    assert jobs.pipeline._computed_states(("s3",), {"rows": 3, "skipped": False}) == {"s3"}
+
+
+def test_a_resumed_run_says_cached_for_the_states_published_before_it(prepared):
+    """S1-S3 were published by the first run (through S3): the summary of the run that finishes says
+    "cached" for them, not the seconds of the first run's reports, and its last line is the verdict
+    (issue 15, item 6)."""
+    out = prepared["whole_out"]
+    summary = out[out.index("== summary =="):]
+    for state in ("s1", "s2", "s3"):
+        assert re.search(rf"^  {state}\s+[\d,]+ rows\s+cached$", summary, re.M), summary
+    for state in ("s4", "s5", "s6", "s7", "s8", "s9"):
+        assert re.search(rf"^  {state}\s+[\d,]+ rows\s+\d+\.\d\d s", summary, re.M), summary
+    assert out.rstrip("\n").splitlines()[-1].startswith("PASS  ")
 
 
 @pytest.mark.timeout(300)

@@ -23,6 +23,7 @@ import pytest
 
 import runs
 import world
+from cluster_fixtures import die_with_parent
 from segment1b.contracts import path_for, report_path
 from segment1b.storage import Storage
 
@@ -108,7 +109,12 @@ def _cli_run(root: str, *, prefix=(), preexec=None, env=None, memory_limit="2GiB
     argv = [*prefix, sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED),
             "--grid", runs.GRID, "--scale", runs.SCALE, "--workers", "2", "--threads-per-worker", "1",
             "--memory-limit", memory_limit]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=preexec,
+    def start() -> None:
+        if preexec is not None:
+            preexec()
+        die_with_parent()  # after a change of user, which clears it
+
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=start,
                           env={**os.environ, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
@@ -303,7 +309,7 @@ def test_a_contract_failure_raised_in_a_task_prints_its_code_dataset_and_rows_wi
     argv = [sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED), "--grid",
             runs.GRID, "--scale", runs.SCALE, "--through", "s4", "--workers", "2", "--threads-per-worker", "1",
             "--memory-limit", "2GiB"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=die_with_parent,
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 3, proc.stderr[-3000:]
     err = proc.stderr
@@ -364,7 +370,7 @@ def test_losing_the_scheduler_mid_run_is_c202_exit_4(client, tmp_path):
         argv = [sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED), "--grid",
                 runs.GRID, "--scale", runs.SCALE, "--scheduler", address]
         run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo_env(),
-                               cwd=os.path.dirname(os.path.dirname(__file__)))
+                               cwd=os.path.dirname(os.path.dirname(__file__)), preexec_fn=die_with_parent)
         seen = []
         for line in run.stdout:  # wait for the state to start, then kill the scheduler
             seen.append(line)

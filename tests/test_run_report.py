@@ -4,6 +4,7 @@ run reports, the S9 bundle and a recount of S5; ``run``'s hook never raises."""
 import base64
 import io
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -173,7 +174,7 @@ def test_report_after_run_never_raises(tmp_path, monkeypatch):
     ident = RunIdentity(seed=1, manifest_fingerprint=FP, parameter_hash="cd" * 32)
     out = io.StringIO()
     # nothing in the data root: the report is still written and says what is missing
-    assert run_report.report_after_run(storage, ident, out=out) is not None
+    assert set(run_report.report_after_run(storage, ident, out=out)) == {"run_report"}  # no sites: no map
     text = storage.read_bytes(path_for("run_folder", **ident.tokens) + "run_report.html").decode("utf-8")
     assert parse(text).ids["status"]["data-status"] == "not validated" and "No map: " in text
 
@@ -182,15 +183,16 @@ def test_report_after_run_never_raises(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_report, "collect_report", boom)
     out = io.StringIO()
-    assert run_report.report_after_run(storage, ident, out=out) is None
+    assert run_report.report_after_run(storage, ident, out=out) == {}
     assert "run report not written: RuntimeError: disk on fire" in out.getvalue()
 
 
-def test_report_after_run_prints_the_path(run):
+def test_report_after_run_says_where_the_report_and_the_map_are(run):
     storage, ident = run
     out = io.StringIO()
-    path = run_report.report_after_run(storage, ident, out=out)
-    assert path.endswith("/run_report.html") and f"run report: {path}" in out.getvalue()
+    written = run_report.report_after_run(storage, ident, out=out)
+    assert written["run_report"].endswith("/run_report.html") and written["map"].endswith("/map.png")
+    assert all(os.path.isfile(path) for path in written.values()) and out.getvalue() == ""
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import textwrap
 import pyarrow as pa
 import pytest
 
+from cluster_fixtures import die_with_parent
 from segment1b.contracts import dataset
 from segment1b.errors import InputError, PublishError
 from segment1b.storage import StagedFile, Storage, check_schema, part_name, write_parquet_bytes
@@ -187,7 +188,7 @@ def test_a_reader_never_sees_a_half_written_partition(tmp_path):
     outcomes = set()
     for kill_after in (3, 17, 39, None):
         proc = subprocess.Popen([sys.executable, str(script), str(root), target, "run"], stdout=subprocess.PIPE,
-                                env=env, text=True)
+                                env=env, text=True, preexec_fn=die_with_parent)
         for line in proc.stdout:
             if kill_after is not None and line.strip() == str(kill_after):
                 proc.send_signal(signal.SIGKILL)

@@ -90,3 +90,47 @@ def test_big_runs_get_a_few_units_per_worker():
         us = [u for u in units if u.label == "US"]
         assert 16 * workers <= len(us) <= 16 * workers + 1
         assert [u.label for u in units if u.label != "US"] == [SMALL_LABEL]  # the 200 small ones: one pack
+
+
+def skewed_run(parts: int = 12, part_sites: int = 1000):
+    """An x100-like skew: CN holds a quarter of the sites, US and IN 8 % and 6 %, 7 more countries 1-3 %,
+    and 150 countries share the rest; merchants interleave countries, so every part holds some of each."""
+    big = {"CN": 250, "US": 80, "IN": 60, "BR": 30, "DE": 25, "FR": 20, "JP": 15, "MX": 12, "GB": 11, "IT": 10}
+    tail = [a + b for a in "KLNOPQRSTVWXYZ" for b in "ABCDEFGHIJK"][:150]
+    per_part = [*(iso for iso, k in big.items() for _ in range(k)), *tail[: part_sites - sum(big.values())]]
+    iso = np.array(per_part * parts)
+    m = np.arange(len(iso), dtype=np.uint64)  # one pair per merchant, one site per pair
+    n = np.ones(len(iso), np.int64)
+    return m, iso, n, plan_parts(m, n, part_sites)
+
+
+def test_the_biggest_countries_of_a_run_get_units_of_their_own_in_every_part():
+    """Issue 15: at x100 only CN had `s6-jitter-CN-…` units; US and IN were inside `small` packs."""
+    m, iso, n, parts = skewed_run()
+    units = plan_units(m, iso, n, parts, workers=2)
+    labels = {u.label for u in units}
+    named = ["CN", "US", "IN", "BR", "DE", "FR", "JP", "MX", "GB", "IT"]  # the ten biggest, all above 1 %
+    for country in named:
+        assert sorted(u.part for u in units if u.label == country) == list(range(len(parts))), country
+    assert not any(set(named) & set(u.countries) for u in units if u.label == SMALL_LABEL)
+    # the 150 small ones stay packed: a few packs per part, never a unit each
+    assert labels - set(named) == {SMALL_LABEL}
+    assert len(units) <= len(parts) * (len(named) + 2)
+    # without the rule the same plan hides all but CN inside packs (what issue 15 saw)
+    old = plan_units(m, iso, n, parts, workers=2, named=0)
+    assert {u.label for u in old} == {"CN", SMALL_LABEL}
+
+
+def test_only_countries_with_a_share_of_the_run_are_named():
+    countries = [a + b for a in "ABCDEFGH" for b in "ABCDEFGH"]  # 64 countries of 3 sites each, and US
+    m = np.arange(64 * 3 + 1000, dtype=np.uint64)
+    iso = np.array(countries * 3 + ["US"] * 1000)
+    order = np.lexsort((iso, m))
+    m, iso = m[order], iso[order]
+    n = np.where(iso == "US", 10, 1)
+    parts = plan_parts(m, n, 2000)
+    assert len(parts) == 6
+    units = plan_units(m, iso, n, parts, min_unit_sites=100_000, workers=1)
+    # US (98 % of the sites) has its own unit in each part it is in; 3 sites of 10 192 are no long tail
+    assert {u.label for u in units} == {"US", SMALL_LABEL}
+    assert len({u.part for u in units if u.label == "US"}) == len(parts)

@@ -456,21 +456,24 @@ def write_report_html(storage: Storage, ident: RunIdentity, *, out: str | None =
     return write_output(storage, ident, text, out, REPORT_NAME), data
 
 
-def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> str | None:
-    """Write the run report after ``segment1b run`` and print its path; never raises (issue #10).
+def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> dict[str, str]:
+    """Write the run report (and its map) after ``segment1b run``; never raises (issue #10).
 
-    A failure is printed as one line and the run's own result stands; returns the path or None.
+    Returns where they were written, ``{"run_report": url, "map": url}`` (no ``map`` when the run has no
+    sites to draw), for the run's summary to list (issue 15).  A failure is printed to ``out`` as one line,
+    the run's own result stands, and nothing is returned.
     """
     out = out if out is not None else sys.stdout
-    t0 = time.perf_counter()
     try:
-        path, _ = write_report_html(storage, ident)
+        path, data = write_report_html(storage, ident)
     except Exception as exc:  # noqa: BLE001 - a picture must never hide the run's outcome
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"  run report not written: {type(exc).__name__}: {first}", file=out, flush=True)
-        return None
-    print(f"  run report: {path} ({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
-    return path
+        return {}
+    written = {"run_report": path}
+    if data["map_png"] is not None:
+        written["map"] = storage.url(run_folder(ident) + "map.png")
+    return written
 
 
 # ---------------------------------------------------------------------------------------------------------
