@@ -57,9 +57,12 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
-    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes)."""
+    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes), checked to be
+    usable (an object store without credentials is ``E_STORAGE_ACCESS`` here, before any work: issue 15)."""
     wait, ttl = lease_settings(getattr(args, "lease_wait", None))
-    return Storage(args.data_root, getattr(args, "storage_options", None) or None, lease_wait=wait, lease_ttl=ttl)
+    storage = Storage(args.data_root, getattr(args, "storage_options", None) or None, lease_wait=wait, lease_ttl=ttl)
+    storage.check_access()
+    return storage
 
 
 def lease_settings(wait: float | None = None) -> tuple[float, float]:

@@ -90,6 +90,8 @@ FAILURE_CODES: dict[str, str] = {
     "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL": "a different partition is already published at this path",
     "E_PUBLISH_IO": "the publish location cannot be written (read-only, full or unreachable)",
     "E_STAGING_INCOMPLETE": "a staging folder does not hold exactly the files its writers recorded; nothing published",
+    # object stores (issue 15): project-defined, the contract names no code for a store that cannot be used
+    "E_STORAGE_ACCESS": "an object store refuses the request or no credentials are found for it (data root or target)",
     # shared data roots (issue 14): one writer per (data root, scope) at a time
     "E_LEASE_BUSY": "another run holds the lease on this work (data root and scope); retry when it is done",
 }
