@@ -350,10 +350,16 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
         found = _published_parameter_hashes(storage)
         if len(found) == 1:
             parameter_hash = found[0]
-        elif len(found) > 1:
-            raise InputError("E310_PARAMETER_HASH_MISMATCH", f"{len(found)} tile_weights partitions are published; "
-                             "say which one the catalogue is for", rows=[{"parameter_hash": h} for h in found],
-                             hint="pass --parameter-hash H (or --countries-csv FILE)")
+        elif len(found) > 1:  # ambiguous, not a mismatch (issue 15): the user chooses, nothing is guessed
+            from .parameters import describe_parameters
+
+            choices = "; ".join(f"--parameter-hash {h} ({describe_parameters(storage, h)})" for h in found)
+            raise InputError("E312_PARAMETER_HASH_AMBIGUOUS",
+                             f"{len(found)} prepared tile sets (tile_weights) are published in this data root and "
+                             f"the catalogue's countries depend on which one it is for; add one of: {choices}",
+                             dataset="tile_weights", path=storage.url(posixpath.dirname(
+                                 path_for("tile_weights", parameter_hash="0" * 64).rstrip("/"))),
+                             hint="or give the countries yourself with --countries-csv FILE")
     weights = tile_weight_countries(storage, parameter_hash) if parameter_hash else None
     if countries_csv is not None:
         import fsspec

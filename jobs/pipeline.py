@@ -105,6 +105,10 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
         # S0 and S3-S9 of a fingerprint are published by one run at a time (issue 14): a second submission waits
         # here, then finds them published.  The states take the same lease again (re-entrant).
         held.enter_context(storage.lease(path_for("lease_segment", manifest_fingerprint=fp), out=out))
+        if request.through in ("s8", "s9"):  # site_locations of (seed, fp) published by another parameter_hash:
+            from .synthesis import check_egress_free  # refused now, before S0-S7 and before any run folder
+
+            check_egress_free(storage, RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph))
         run_id, resumed = _run_receipt(storage, request, fp, ph)
         ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
         perf.destination = path_for("run_folder", **ident.tokens) + PERFORMANCE_REPORT
