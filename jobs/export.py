@@ -14,13 +14,13 @@ __all__ = ["register", "main"]
 
 def register(sub) -> None:
     """``segment1b export --data-root D --seed N --fingerprint F --geoparquet OUT``."""
-    from .session import add_root_options
+    from .session import add_command, add_root_options
 
-    p = sub.add_parser("export",
-                       help="write site_locations as one GeoParquet file (verifies the PASS flag first)",
-                       description="Verify the S9 _passed.flag, then write site_locations as a single "
-                       "GeoParquet "
-                       "file of WKB points in EPSG:4326 that geopandas.read_parquet reads.")
+    p = add_command(sub, "export", summary="write site_locations as one GeoParquet file (verifies the PASS flag first)",
+                    example="segment1b export --data-root ./out --seed 42 --fingerprint F --geoparquet sites.parquet",
+                    description="""
+        Verify the S9 _passed.flag, then write site_locations as a single GeoParquet file of WKB points in
+        EPSG:4326 that geopandas.read_parquet reads.""")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--geoparquet", required=True, metavar="OUT",

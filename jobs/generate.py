@@ -152,8 +152,8 @@ def run_generate(storage: Storage, client, countries: CountryTable, *, scale: st
 
 
 def _exists(existing: dict[str, Any], scale: str, seed: int, t0: float, out) -> dict[str, Any]:
-    print(f"  outlet_catalogue {existing['manifest_fingerprint'][:12]}... (scale {scale}, seed {seed}) is already "
-          "published and passes its bundle: nothing to do", file=out)
+    print(f"  outlet_catalogue (scale {scale}, seed {seed}) is already published and passes its bundle: nothing "
+          f"to do\n  manifest_fingerprint {existing['manifest_fingerprint']}", file=out)
     return {**existing, "status": "exists", "wall_seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -388,10 +388,15 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
 def register(subparsers) -> None:
     """``segment1b generate``: a synthetic outlet catalogue with its PASS bundle."""
     from jobs import argtypes
-    from jobs.session import add_cluster_options, add_lease_options, add_root_options
+    from jobs.session import add_cluster_options, add_command, add_lease_options, add_root_options
 
-    p = subparsers.add_parser("generate", help="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(subparsers, "generate", summary="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
+                    example="segment1b generate --data-root ./out --scale x100 --seed 42", description="""
+        Generate a synthetic outlet catalogue (merchants, their countries and sites) with its upstream PASS
+        bundle, so that the S0 gate checks a real flag. Prints the catalogue's fingerprint, a hash of its
+        parameters. Its countries are those with tile weights in the data root (when several grids are
+        prepared, say which with --parameter-hash) or those of --countries-csv. Rerunning the same command
+        does nothing.""")
     add_root_options(p)
     p.add_argument("--scale", default="reference", choices=list(SCALES),
                    help="catalogue size: " + ", ".join(f"{k} ({v:,} merchants)" for k, v in SCALES.items()))

@@ -481,14 +481,15 @@ def _print_result(result: ValidationResult, storage: Storage, out) -> None:
 
 def register(sub) -> None:
     """``segment1b validate --data-root D --seed N --fingerprint F``."""
-    from .session import add_cluster_options, add_identity_options, add_lease_options, add_root_options
+    from .session import add_cluster_options, add_command, add_identity_options, add_lease_options, add_root_options
 
-    p = sub.add_parser("validate",
-                       help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
-                       description="Validate the published S5-S8 datasets and RNG logs of one run and "
-                       "publish the S9 validation bundle (with _passed.flag only when every check passes).  "
-                       "Over a published PASS it is an audit: its own bundle and report beside the run's, "
-                       "which stay as they are.  Exits 3 and prints the failing codes when a check fails.")
+    p = add_command(sub, "validate", summary="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
+                    example="segment1b validate --data-root ./out --seed 42 --fingerprint F   (F: as `run` prints it)",
+                    description="""
+        Validate the published S5-S8 datasets and RNG logs of one run and publish the S9 validation bundle
+        (with _passed.flag only when every check passes). Over a published PASS it is an audit: its own
+        bundle and report beside the run's, which stay as they are. Exits 3 and prints the failing codes
+        when a check fails.""")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
