@@ -214,7 +214,8 @@ def add_run_options(p) -> None:
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+                   help="parameter_hash of the run (default: the only run of the seed/fingerprint, else the one "
+                        "that published site_locations)")
 
 
 def run_from_args(args) -> tuple[Storage, RunIdentity]:
