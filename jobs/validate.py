@@ -493,8 +493,8 @@ def register(sub) -> None:
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash to validate (needed only when several were run for the "
-                   "seed/fingerprint)")
+                   help="parameter_hash to validate (default: the only run of the seed/fingerprint, else the "
+                        "one that published site_locations)")
     p.add_argument("--plan-sample", type=argtypes.count, default=PLAN_SAMPLE, metavar="N",
                    help=f"pairs whose S4 allocation plan is recomputed over all of their country's tiles, "
                    f"plus the pair with the most sites (default {PLAN_SAMPLE}; 0: off)")
