@@ -140,7 +140,7 @@ def check_egress_free(storage: Storage, ident: RunIdentity) -> None:
         f"(parameter_hash {ident.parameter_hash}, {describe_parameters(storage, ident.parameter_hash)}) would "
         "place the same catalogue on other tiles, and one (seed, fingerprint) holds one placement",
         dataset=S8, path=storage.url(target), rows=[{"published_by_parameter_hash": h} for h in owners],
-        hint="nothing was computed; to place this catalogue with these parameters, use another --data-root "
+        hint="nothing was placed; to place this catalogue with these parameters, use another --data-root "
              "(or another --seed, which is another catalogue); the published run stays readable "
              f"(map/report/validate --parameter-hash {owners[0]})")
 
