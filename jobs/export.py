@@ -14,25 +14,28 @@ __all__ = ["register", "main"]
 
 def register(sub) -> None:
     """``segment1b export --data-root D --seed N --fingerprint F --geoparquet OUT``."""
-    from .session import add_root_options
+    from .session import add_command, add_root_options
 
-    p = sub.add_parser("export",
-                       help="write site_locations as one GeoParquet file (verifies the PASS flag first)",
-                       description="Verify the S9 _passed.flag, then write site_locations as a single "
-                       "GeoParquet "
-                       "file of WKB points in EPSG:4326 that geopandas.read_parquet reads.")
+    p = add_command(sub, "export", summary="write site_locations as one GeoParquet file (verifies the PASS flag first)",
+                    example="segment1b export --data-root ./out --seed 42 --fingerprint F --geoparquet sites.parquet",
+                    description="""
+        Verify the S9 _passed.flag, then write site_locations as a single GeoParquet file of WKB points in
+        EPSG:4326 that geopandas.read_parquet reads.""")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--geoparquet", required=True, metavar="OUT",
-                   help="target file (local path or fsspec URL)")
+                   help="target file: a local path in an existing folder (no folder is created), or an fsspec "
+                        "URL (s3://bucket/sites.parquet), written with --storage-options")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace, out=None) -> int:
     out = out if out is not None else sys.stdout
     storage = storage_from_args(args)
+    # one set of options for both ends (issue 15): a target URL on the data root's store needs its credentials
     info = export_geoparquet(storage.root_url, args.seed, args.fingerprint, args.geoparquet,
-                             storage_options=storage.storage_options or None)
+                             storage_options=storage.storage_options or None,
+                             target_options=storage.storage_options if "://" in args.geoparquet else None)
     print(f"wrote {info['rows']} sites in {info['parts']} row groups to {info['path']} (bbox {info['bbox']})",
           file=out)
     return 0

@@ -152,8 +152,8 @@ def run_generate(storage: Storage, client, countries: CountryTable, *, scale: st
 
 
 def _exists(existing: dict[str, Any], scale: str, seed: int, t0: float, out) -> dict[str, Any]:
-    print(f"  outlet_catalogue {existing['manifest_fingerprint'][:12]}... (scale {scale}, seed {seed}) is already "
-          "published and passes its bundle: nothing to do", file=out)
+    print(f"  outlet_catalogue (scale {scale}, seed {seed}) is already published and passes its bundle: nothing "
+          f"to do\n  manifest_fingerprint {existing['manifest_fingerprint']}", file=out)
     return {**existing, "status": "exists", "wall_seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -350,10 +350,16 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
         found = _published_parameter_hashes(storage)
         if len(found) == 1:
             parameter_hash = found[0]
-        elif len(found) > 1:
-            raise InputError("E310_PARAMETER_HASH_MISMATCH", f"{len(found)} tile_weights partitions are published; "
-                             "say which one the catalogue is for", rows=[{"parameter_hash": h} for h in found],
-                             hint="pass --parameter-hash H (or --countries-csv FILE)")
+        elif len(found) > 1:  # ambiguous, not a mismatch (issue 15): the user chooses, nothing is guessed
+            from .parameters import describe_parameters
+
+            choices = "; ".join(f"--parameter-hash {h} ({describe_parameters(storage, h)})" for h in found)
+            raise InputError("E312_PARAMETER_HASH_AMBIGUOUS",
+                             f"{len(found)} prepared tile sets (tile_weights) are published in this data root and "
+                             f"the catalogue's countries depend on which one it is for; add one of: {choices}",
+                             dataset="tile_weights", path=storage.url(posixpath.dirname(
+                                 path_for("tile_weights", parameter_hash="0" * 64).rstrip("/"))),
+                             hint="or give the countries yourself with --countries-csv FILE")
     weights = tile_weight_countries(storage, parameter_hash) if parameter_hash else None
     if countries_csv is not None:
         import fsspec
@@ -382,10 +388,15 @@ def resolve_countries(storage: Storage, *, countries_csv: str | None, parameter_
 def register(subparsers) -> None:
     """``segment1b generate``: a synthetic outlet catalogue with its PASS bundle."""
     from jobs import argtypes
-    from jobs.session import add_cluster_options, add_lease_options, add_root_options
+    from jobs.session import add_cluster_options, add_command, add_lease_options, add_root_options
 
-    p = subparsers.add_parser("generate", help="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(subparsers, "generate", summary="generate a synthetic outlet catalogue (+ upstream PASS bundle)",
+                    example="segment1b generate --data-root ./out --scale x100 --seed 42", description="""
+        Generate a synthetic outlet catalogue (merchants, their countries and sites) with its upstream PASS
+        bundle, so that the S0 gate checks a real flag. Prints the catalogue's fingerprint, a hash of its
+        parameters. Its countries are those with tile weights in the data root (when several grids are
+        prepared, say which with --parameter-hash) or those of --countries-csv. Rerunning the same command
+        does nothing.""")
     add_root_options(p)
     p.add_argument("--scale", default="reference", choices=list(SCALES),
                    help="catalogue size: " + ", ".join(f"{k} ({v:,} merchants)" for k, v in SCALES.items()))

@@ -16,7 +16,7 @@ from segment1b.grid import Grid
 from segment1b.identity import SegmentParameters, fingerprint_of
 from segment1b.storage import Storage
 
-__all__ = ["RunParameters", "load_parameters"]
+__all__ = ["RunParameters", "load_parameters", "describe_parameters"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,12 @@ def load_parameters(storage: Storage, parameter_hash: str) -> RunParameters:
                          path=storage.url(rel),
                          hint="the parameters file was edited; rerun `segment1b prepare`")
     return RunParameters(parameter_hash, grid, params.countries_sha256, params)
+
+
+def describe_parameters(storage: Storage, parameter_hash: str) -> str:
+    """``grid 5m, dp 8, basis population_proxy`` for messages that ask a user to choose a parameter_hash."""
+    try:
+        params = load_parameters(storage, parameter_hash).params
+    except InputError:
+        return "parameters not recorded"
+    return f"grid {params.grid.get('name') or 'from a raster'}, dp {params.dp}, basis {params.basis}"

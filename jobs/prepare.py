@@ -326,11 +326,14 @@ def _print_done(summary: dict[str, Any], t_s1: float, t_s2: float, out) -> None:
 def register(subparsers) -> None:
     """Add ``segment1b prepare``."""
     from . import argtypes
-    from .session import add_cluster_options, add_lease_options, add_root_options
+    from .session import add_cluster_options, add_command, add_lease_options, add_root_options
 
-    p = subparsers.add_parser(
-        "prepare", help="build the tile index and tile weights (S1, S2)", description=__doc__.split("\n\n")[0]
-    )
+    p = add_command(subparsers, "prepare", summary="build the tile index and tile weights (S1, S2)",
+                    example="segment1b prepare --data-root ./out --grid 30s", description="""
+        Cut a world grid into per-country tiles (S1: tile_index, tile_bounds) and give each tile a
+        fixed-decimal population weight (S2: tile_weights), published under the parameter_hash of the grid,
+        polygons and weights. Already published: nothing to do. `segment1b run` prepares what it needs
+        itself; prepare ahead to share the tiles between runs.""")
     add_root_options(p)
     p.add_argument(
         "--grid",

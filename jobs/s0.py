@@ -165,10 +165,14 @@ def _without_time(receipt: dict) -> bytes:
 def register(subparsers) -> None:
     """``segment1b gate``: check an upstream bundle's PASS flag and write the S0 receipt."""
     from jobs import argtypes
-    from jobs.session import add_lease_options, add_root_options
+    from jobs.session import add_command, add_lease_options, add_root_options
 
-    p = subparsers.add_parser("gate", help="S0: verify the upstream PASS flag of an outlet catalogue",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(subparsers, "gate", summary="S0: verify the upstream PASS flag of an outlet catalogue",
+                    example="segment1b gate --data-root ./out --fingerprint F --seed 42   "
+                            "(F: the fingerprint `generate` printed)", description="""
+        S0 alone: verify the upstream _passed.flag of an outlet catalogue against its bundle and, with --seed,
+        that the catalogue's files are the ones the bundle vouches for; then write the S0 receipt. No pass,
+        no read: nothing is written when the gate fails. No cluster needed.""")
     add_root_options(p)
     p.add_argument("--fingerprint", type=argtypes.hex64, required=True, metavar="HEX64",
                    help="manifest_fingerprint of the catalogue")

@@ -352,10 +352,14 @@ def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) 
 def register(subparsers) -> None:
     """``segment1b requirements``: S0 + S3 for one catalogue against prepared tile weights."""
     from jobs import argtypes
-    from jobs.session import add_cluster_options, add_lease_options, add_root_options
+    from jobs.session import add_cluster_options, add_command, add_lease_options, add_root_options
 
-    p = subparsers.add_parser("requirements", help="S0 gate + S3 requirements for an outlet catalogue",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(subparsers, "requirements", summary="S0 gate + S3 requirements for an outlet catalogue",
+                    example="segment1b requirements --data-root ./out --seed 42 --fingerprint F --parameter-hash H   "
+                            "(F, H: as `run` prints them)", description="""
+        S0 and S3 for one outlet catalogue: verify its upstream PASS flag, then count n_sites per (merchant,
+        country), check every country has tile weights under --parameter-hash, and publish s3_requirements.
+        A failing check publishes nothing.""")
     add_root_options(p)
     p.add_argument("--seed", type=argtypes.seed, required=True, help="seed of the catalogue partition")
     p.add_argument("--fingerprint", type=argtypes.hex64, required=True, metavar="HEX64",

@@ -12,15 +12,29 @@ from segment1b.storage import Storage
 
 from .argtypes import cluster_option, hex64, seconds, seed, storage_options
 
-__all__ = ["add_root_options", "add_identity_options", "add_lease_options", "add_cluster_options",
+__all__ = ["add_command", "add_root_options", "add_identity_options", "add_lease_options", "add_cluster_options",
            "storage_from_args", "open_session"]
+
+
+def add_command(sub, name: str, *, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` is written for users (issue 15): what it does, its flags, one example.
+
+    ``description`` is plain text (paragraphs separated by a blank line, wrapped here), never a docstring.
+    """
+    import textwrap
+
+    text = "\n\n".join(textwrap.fill(" ".join(p.split()), 79) for p in description.strip().split("\n\n"))
+    return sub.add_parser(name, help=summary, description=text, epilog="example:\n  " + example,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_root_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, metavar="D",
                    help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
     p.add_argument("--storage-options", type=storage_options, default=None, metavar="JSON",
-                   help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
+                   help='fsspec options for the data root (credentials, endpoint), e.g. \'{"key": "ACCESS_KEY", '
+                        '"secret": "SECRET_KEY", "client_kwargs": {"endpoint_url": "https://host:9000"}}\'; '
+                        'README, "Running on a cluster"')
 
 
 def add_identity_options(p: argparse.ArgumentParser) -> None:
@@ -57,9 +71,12 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(args: argparse.Namespace) -> Storage:
-    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes)."""
+    """The data root of parsed arguments (``--storage-options`` is already a dict: jobs.argtypes), checked to be
+    usable (an object store without credentials is ``E_STORAGE_ACCESS`` here, before any work: issue 15)."""
     wait, ttl = lease_settings(getattr(args, "lease_wait", None))
-    return Storage(args.data_root, getattr(args, "storage_options", None) or None, lease_wait=wait, lease_ttl=ttl)
+    storage = Storage(args.data_root, getattr(args, "storage_options", None) or None, lease_wait=wait, lease_ttl=ttl)
+    storage.check_access()
+    return storage
 
 
 def lease_settings(wait: float | None = None) -> tuple[float, float]:

@@ -10,6 +10,7 @@ on any failure the staging folders are removed and nothing is published.
 
 from __future__ import annotations
 
+import posixpath
 import sys
 import time
 from collections import defaultdict
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from cluster import reset_worker_memory_peaks
-from segment1b.contracts import dataset, path_for
-from segment1b.errors import IntegrityError
+from segment1b.contracts import dataset, path_for, report_path
+from segment1b.errors import IntegrityError, PublishError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
 from segment1b.keys import iso_of, iso_u16
@@ -29,13 +30,13 @@ from segment1b.s8_egress import ENCODINGS, site_locations_part
 from segment1b.lease import Lease
 from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
-from .parameters import load_parameters
+from .parameters import describe_parameters, load_parameters
 from .parts import (CatalogueIndex, file_stamps, merchant_max, merchant_ranges, part_files,
-                    read_catalogue_keys, read_part)
+                    read_catalogue_keys, read_part, token_values)
 from .runtime import Timing, Workers, WrittenReport, gather, has_receipt, task_key, timed, token_of, write_state_report
 from .tiles import RowGroupRef
 
-__all__ = ["run_s7_s8"]
+__all__ = ["run_s7_s8", "egress_owners", "check_egress_free"]
 
 S7, S8 = "s7_site_synthesis", "site_locations"
 STATE_OF = {S7: "s7", S8: "s8"}
@@ -101,6 +102,49 @@ def run_s7_s8(storage: Storage, client, ident: RunIdentity, *, out=None) -> dict
         return _run_s7_s8(storage, client, ident, lease, out=out)
 
 
+def egress_owners(storage: Storage, seed: int, fingerprint: str) -> list[str]:
+    """The parameter_hashes whose S8 run report holds the receipt of the published ``site_locations``.
+
+    ``site_locations`` has no parameter_hash in its path (contract §1): one (seed, fingerprint) holds the sites
+    of one run.  Its S8 report, written after publishing, says which run that was.  Empty when nothing is
+    published (or a run was killed between publishing and reporting: then it is still its own to finish).
+    """
+    target = path_for(S8, seed=seed, manifest_fingerprint=fingerprint)
+    if not storage.is_published(target):
+        return []
+    probe = report_path("s8", seed=seed, manifest_fingerprint=fingerprint, parameter_hash="0" * 64)
+    hashes = token_values(storage, posixpath.dirname(posixpath.dirname(probe)), "parameter_hash")
+    return [h for h in hashes if has_receipt(storage, "s8", {"seed": seed, "manifest_fingerprint": fingerprint,
+                                                             "parameter_hash": h}, target)]
+
+
+def check_egress_free(storage: Storage, ident: RunIdentity) -> None:
+    """Refuse, before any work, a run whose ``site_locations`` another parameter_hash has published (issue 15).
+
+    The same catalogue (seed, fingerprint) placed on another grid would compute S4-S7 and only then fail
+    to publish S8 (``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL``).
+
+    Raises
+    ------
+    PublishError
+        ``E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL`` naming both runs and what to do instead.
+    """
+    owners = egress_owners(storage, ident.seed, ident.manifest_fingerprint)
+    if not owners or ident.parameter_hash in owners:
+        return
+    target = path_for(S8, seed=ident.seed, manifest_fingerprint=ident.manifest_fingerprint)
+    raise PublishError(
+        "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL",
+        f"site_locations of seed {ident.seed} and fingerprint {ident.manifest_fingerprint} is already published "
+        f"by the run with parameter_hash {owners[0]} ({describe_parameters(storage, owners[0])}); this run "
+        f"(parameter_hash {ident.parameter_hash}, {describe_parameters(storage, ident.parameter_hash)}) would "
+        "place the same catalogue on other tiles, and one (seed, fingerprint) holds one placement",
+        dataset=S8, path=storage.url(target), rows=[{"published_by_parameter_hash": h} for h in owners],
+        hint="nothing was placed; to place this catalogue with these parameters, use another --data-root "
+             "(or another --seed, which is another catalogue); the published run stays readable "
+             f"(map/report/validate --parameter-hash {owners[0]})")
+
+
 def _run_s7_s8(storage: Storage, client, ident: RunIdentity, lease: Lease, *, out) -> dict[str, Any]:
     out = out if out is not None else sys.stdout
     t_start = time.perf_counter()
@@ -114,6 +158,7 @@ def _run_s7_s8(storage: Storage, client, ident: RunIdentity, lease: Lease, *, ou
            for ds, t in targets.items()):
         print(f"  s7-s8: {S7} and {S8} already published; nothing to do", file=out)
         return {"s7": {"skipped": True}, "s8": {"skipped": True}}
+    check_egress_free(storage, ident)  # `run` checked before S0; S7/S8 alone: before computing the parts
     inputs = _published_inputs(storage, ident)
     # this attempt's staging folders: no other run writes into them or removes them
     staging = {ds: lease.staging_path(t) for ds, t in targets.items()}

@@ -185,6 +185,10 @@ def _resolve(storage: Storage, seed: int, fp: str, parameter_hash: str | None, p
     """The run to validate: its parameter_hash, parameters and run_id, as far as they resolve (findings)."""
     if parameter_hash is None:
         hashes = _parameter_hashes(storage, seed, fp)
+        if len(hashes) > 1:  # the run that published site_locations, not S4-S7 left by another (issue 15)
+            from .synthesis import egress_owners
+
+            hashes = [h for h in egress_owners(storage, seed, fp) if h in hashes] or hashes
         if len(hashes) != 1:
             findings.add("identity_coherence", "E912_IDENTITY_COHERENCE",
                          "S5-S7 are not published under exactly one parameter_hash for (seed, fingerprint)",
@@ -477,19 +481,20 @@ def _print_result(result: ValidationResult, storage: Storage, out) -> None:
 
 def register(sub) -> None:
     """``segment1b validate --data-root D --seed N --fingerprint F``."""
-    from .session import add_cluster_options, add_identity_options, add_lease_options, add_root_options
+    from .session import add_cluster_options, add_command, add_identity_options, add_lease_options, add_root_options
 
-    p = sub.add_parser("validate",
-                       help="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
-                       description="Validate the published S5-S8 datasets and RNG logs of one run and "
-                       "publish the S9 validation bundle (with _passed.flag only when every check passes).  "
-                       "Over a published PASS it is an audit: its own bundle and report beside the run's, "
-                       "which stay as they are.  Exits 3 and prints the failing codes when a check fails.")
+    p = add_command(sub, "validate", summary="run S9 alone: validate published S5-S8 and RNG logs, write the bundle",
+                    example="segment1b validate --data-root ./out --seed 42 --fingerprint F   (F: as `run` prints it)",
+                    description="""
+        Validate the published S5-S8 datasets and RNG logs of one run and publish the S9 validation bundle
+        (with _passed.flag only when every check passes). Over a published PASS it is an audit: its own
+        bundle and report beside the run's, which stay as they are. Exits 3 and prints the failing codes
+        when a check fails.""")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash to validate (needed only when several were run for the "
-                   "seed/fingerprint)")
+                   help="parameter_hash to validate (default: the only run of the seed/fingerprint, else the "
+                        "one that published site_locations)")
     p.add_argument("--plan-sample", type=argtypes.count, default=PLAN_SAMPLE, metavar="N",
                    help=f"pairs whose S4 allocation plan is recomputed over all of their country's tiles, "
                    f"plus the pair with the most sites (default {PLAN_SAMPLE}; 0: off)")

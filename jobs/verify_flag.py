@@ -21,14 +21,15 @@ __all__ = ["register", "main"]
 
 def register(sub) -> None:
     """``segment1b verify-flag --data-root D --seed N --fingerprint F [--deep]``."""
-    from .session import add_root_options
+    from .session import add_command, add_root_options
 
-    p = sub.add_parser("verify-flag", help="verify the S9 _passed.flag against the files it vouches for",
-                       description="Recompute the Segment 1B _passed.flag from the bundle's index.json and "
-                       "files, check every site_locations file against egress_checksums.json, and check that "
-                       "every other file the bundle lists (tile surfaces, datasets, RNG log parts) is there "
-                       "with its size and no unvalidated file joined them.  Exits 0 and prints the flag when "
-                       "it verifies, 3 with the failure code otherwise.")
+    p = add_command(sub, "verify-flag", summary="verify the S9 _passed.flag against the files it vouches for",
+                    example="segment1b verify-flag --data-root ./out --seed 42 --fingerprint F --deep", description="""
+        What a consumer runs before reading site_locations. Recompute the _passed.flag from the bundle's
+        index.json and files, check every site_locations file against egress_checksums.json, and check that
+        every other file the bundle lists (tile surfaces, datasets, RNG log parts) is there with its size and
+        that no unvalidated file joined them. Exits 0 and prints the flag when it verifies, 3 with the failure
+        code otherwise.""")
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--deep", action="store_true",

@@ -31,7 +31,7 @@ FAILURE_CODES: dict[str, str] = {
     "E104_DP_RANGE": "dp is outside the supported range 0..18",
     "E105_NORMALIZATION": "mass is negative or not finite, or weights do not sum to 10^dp",
     "E106_MONOTONICITY": "a heavier tile received a smaller weight (internal invariant)",
-    # S0 gate and S3 requirements (contract §5); E304/E305/E307-E311 are project-defined input checks
+    # S0 gate and S3 requirements (contract §5); E304/E305/E307-E312 are project-defined input checks
     "E301_NO_PASS_FLAG": "upstream _passed.flag is missing or does not match the bundle",
     "E302_FK_COUNTRY": "legal_country_iso is not in the ISO table",
     "E303_MISSING_WEIGHTS": "a country with sites has no tile weights",
@@ -43,6 +43,7 @@ FAILURE_CODES: dict[str, str] = {
     "E309_VALUE_RANGE": "input value out of its contract range",
     "E310_PARAMETER_HASH_MISMATCH": "parameter_hash does not match the parameters of the inputs",
     "E311_EMPTY_CATALOGUE": "the outlet catalogue partition holds no rows: there is nothing to place",
+    "E312_PARAMETER_HASH_AMBIGUOUS": "several parameter_hashes fit and the command does not say which one to use",
     "E314_SITE_ORDER_INTEGRITY": "site_order is not exactly 1..n within a (merchant, country) pair",
     # S4 allocation (contract §6); E401 is a project-defined input check
     "E401_REQUIREMENTS_MISSING": "s3_requirements is not published for this run: S4 has nothing to allocate",
@@ -90,6 +91,8 @@ FAILURE_CODES: dict[str, str] = {
     "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL": "a different partition is already published at this path",
     "E_PUBLISH_IO": "the publish location cannot be written (read-only, full or unreachable)",
     "E_STAGING_INCOMPLETE": "a staging folder does not hold exactly the files its writers recorded; nothing published",
+    # object stores (issue 15): project-defined, the contract names no code for a store that cannot be used
+    "E_STORAGE_ACCESS": "an object store refuses the request or no credentials are found for it (data root or target)",
     # shared data roots (issue 14): one writer per (data root, scope) at a time
     "E_LEASE_BUSY": "another run holds the lease on this work (data root and scope); retry when it is done",
 }

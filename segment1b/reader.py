@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from . import s9_manifest
 from .bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, SEGMENT_1B, verify_bundle, verify_egress
 from .contracts import check_token, path_for
-from .errors import IntegrityError
+from .errors import IntegrityError, PublishError
 from .storage import Storage
 
 __all__ = ["verify_passed_flag", "check_flag", "FlagCheck", "open_site_locations", "export_geoparquet",
@@ -258,11 +258,14 @@ def _bbox(storage: Storage, parts: list[str]) -> list[float] | None:
 
 
 def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
-                      storage_options: dict | None = None, verify: bool = True) -> dict[str, Any]:
+                      storage_options: dict | None = None, verify: bool = True,
+                      target_options: dict | None = None) -> dict[str, Any]:
     """Write ``site_locations`` as one GeoParquet file (WKB points, EPSG:4326) for ``geopandas.read_parquet``.
 
     Streams part by part (memory bounded by one part), in writer-sort order, one row group per part.
     Local targets are written to a temporary sibling and renamed, so a reader never sees half a file.
+    No folder is created: a local target whose folder does not exist is refused before anything is read
+    (issue 15: a typo must not leave a new folder behind).
 
     Parameters
     ----------
@@ -270,6 +273,9 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
         As :func:`open_site_locations`.
     out : str
         Target file: a local path or an fsspec URL.
+    target_options : dict, optional
+        fsspec options of the target (credentials, endpoint), e.g. ``{"key": ..., "secret": ...,
+        "client_kwargs": {"endpoint_url": ...}}``; checked with one listing before anything is read.
 
     Returns
     -------
@@ -280,6 +286,10 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
     ------
     IntegrityError
         As :func:`open_site_locations`.
+    PublishError
+        ``E_PUBLISH_IO`` when the folder of a local target does not exist.
+    InputError
+        ``E_STORAGE_ACCESS`` when the target's object store refuses the credentials or finds none.
 
     Examples
     --------
@@ -292,6 +302,9 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
     import shapely
     from pyproj import CRS as ProjCRS
 
+    local = "://" not in out or out.startswith("file://")
+    target = out[len("file://"):] if out.startswith("file://") else out
+    _check_target(out, target if local else None, target_options or {})
     if verify:
         verify_passed_flag(data_root, seed, fingerprint, storage_options=storage_options)
     storage = _storage(data_root, storage_options)
@@ -304,13 +317,11 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
     first = storage.read_parquet(parts[0], dataset_id="site_locations")
     schema = first.schema.append(pa.field("geometry", pa.binary(), nullable=False)).with_metadata(
         {b"geo": json.dumps(geo).encode("utf-8")})
-    local = "://" not in out or out.startswith("file://")
-    target = out[len("file://"):] if out.startswith("file://") else out
     tmp = (posixpath.join(os.path.dirname(os.path.abspath(target)),
                           f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex}") if local else target)
     rows = 0
     try:
-        with fsspec.open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+        with fsspec.open(tmp, "wb", **({} if local else target_options or {})) as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
             for i, rel in enumerate(parts):
                 table = first if i == 0 else storage.read_parquet(rel, dataset_id="site_locations")
                 points = shapely.points(table["lon_deg"].to_numpy(), table["lat_deg"].to_numpy())
@@ -323,3 +334,20 @@ def export_geoparquet(data_root: str, seed: int, fingerprint: str, out: str, *,
         if local and os.path.exists(tmp):
             os.remove(tmp)
     return {"path": out, "rows": rows, "bbox": bbox, "parts": len(parts)}
+
+
+def _check_target(out: str, local_path: str | None, target_options: dict) -> None:
+    """A local target's folder must exist (E_PUBLISH_IO); an object store must accept the credentials."""
+    import fsspec
+
+    from .access import check_access
+
+    if local_path is not None:
+        folder = os.path.dirname(os.path.abspath(local_path))
+        if not os.path.isdir(folder):
+            raise PublishError("E_PUBLISH_IO", f"cannot write {out}: the folder {folder} does not exist",
+                               dataset="site_locations", path=out,
+                               hint="create the folder first (export creates no folders), or fix the path")
+        return
+    fs, path = fsspec.core.url_to_fs(out, **target_options)
+    check_access(fs, posixpath.dirname(path.rstrip("/")), out)

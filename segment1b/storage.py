@@ -165,6 +165,13 @@ class Storage:
     def fs(self) -> fsspec.AbstractFileSystem:
         return self._fs_root[0]
 
+    def check_access(self) -> None:
+        """Object stores: ``E_STORAGE_ACCESS`` now, naming the root, when its credentials are missing or refused
+        (:func:`segment1b.access.check_access`), rather than a library traceback in the middle of a run."""
+        from .access import check_access
+
+        check_access(self.fs, self.abspath(""), self.root_url)
+
     @property
     def is_local(self) -> bool:
         return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))

@@ -325,12 +325,14 @@ def _pixels(text: str) -> int:
 
 def register(sub) -> None:
     """``segment1b map --data-root D --seed N --fingerprint F [--country ISO] ...`` (no cluster needed)."""
-    p = sub.add_parser("map", help="draw where the sites landed (PNG: the world or one country)",
-                       description="Draw site_locations over the reference country outlines as a PNG: "
-                       f"the world, or one country with --country.  Up to {DENSITY_THRESHOLD:,} sites in "
-                       "view are drawn as dots, more as a density grid (--mode to choose).  Default output: "
-                       "map.png or map-<ISO>.png in the run folder (control/run/seed=.../fingerprint=.../"
-                       "parameter_hash=.../).")
+    from ..session import add_command
+
+    p = add_command(sub, "map", summary="draw where the sites landed (PNG: the world or one country)",
+                    example="segment1b map --data-root ./out --seed 42 --fingerprint F --country FR",
+                    description="Draw site_locations over the reference country outlines as a PNG: the world, "
+                    f"or one country with --country. Up to {DENSITY_THRESHOLD:,} sites in view are drawn as dots, "
+                    "more as a density grid (--mode to choose). Default output: map.png or map-<ISO>.png in "
+                    "the run folder (control/run/seed=.../fingerprint=.../parameter_hash=.../).")
     add_run_options(p)
     p.add_argument("--country", type=_iso, default=None, metavar="ISO", help="zoom on one country (e.g. FR)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the PNG here instead of the run folder")

@@ -33,15 +33,17 @@ INK = "#222222"
 
 def resolve_identity(storage: Storage, seed: int, fingerprint: str,
                      parameter_hash: str | None = None) -> RunIdentity:
-    """The run identity of (seed, fingerprint): the given parameter_hash or the only one published, + run_id.
+    """The run identity of (seed, fingerprint), + run_id: the given parameter_hash, else the only run found,
+    else the run whose ``site_locations`` are published (:func:`jobs.synthesis.egress_owners`).
 
     The run_id comes from the run receipt, else from the S9/S6/S5 run reports ("" when none has it).
 
     Raises
     ------
     InputError
-        ``E309_VALUE_RANGE`` for malformed tokens; ``E310_PARAMETER_HASH_MISMATCH`` when no run, or several
-        parameter hashes, are found for (seed, fingerprint) and none was given.
+        ``E309_VALUE_RANGE`` for malformed tokens; ``E310_PARAMETER_HASH_MISMATCH`` when no run is found for
+        (seed, fingerprint); ``E312_PARAMETER_HASH_AMBIGUOUS`` when several are and none (or more than one)
+        published site_locations, and none was given.
     """
     seed = int(check_token("seed", seed))
     check_token("manifest_fingerprint", fingerprint)
@@ -50,14 +52,12 @@ def resolve_identity(storage: Storage, seed: int, fingerprint: str,
                                               parameter_hash="0" * 64).rstrip("/"))
                    for ds in ("run_folder", "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis")]
         found = sorted({h for parent in parents for h in token_values(storage, parent, "parameter_hash")})
-        if len(found) != 1:
-            what = f"{len(found)} parameter hashes ({', '.join(found)})" if found else "no run"
+        if not found:
             raise InputError("E310_PARAMETER_HASH_MISMATCH",
-                             f"{what} found for seed {seed} and fingerprint {fingerprint}",
+                             f"no run found for seed {seed} and fingerprint {fingerprint}",
                              path=storage.url(parents[0]),
-                             hint="pass --parameter-hash" if found else
-                             "check --data-root/--seed/--fingerprint, or run `segment1b run` first")
-        parameter_hash = found[0]
+                             hint="check --data-root/--seed/--fingerprint, or run `segment1b run` first")
+        parameter_hash = found[0] if len(found) == 1 else _published_run(storage, seed, fingerprint, found)
     check_token("parameter_hash", parameter_hash)
     ident = RunIdentity(seed=seed, manifest_fingerprint=fingerprint, parameter_hash=parameter_hash)
     run_id = ""
@@ -70,6 +70,28 @@ def resolve_identity(storage: Storage, seed: int, fingerprint: str,
         rep = read_state_report(storage, ident, state)
         run_id = str(((rep or {}).get("identity") or {}).get("run_id") or "")
     return replace(ident, run_id=run_id if TOKEN_PATTERNS["run_id"].match(run_id) else "")
+
+
+def _published_run(storage: Storage, seed: int, fingerprint: str, found: list[str]) -> str:
+    """Of several runs of (seed, fingerprint), the one whose site_locations are published (issue 15: a failed
+    or partial run on another grid must not make map/report ambiguous); E312 when that does not decide."""
+    from ..parameters import describe_parameters
+    from ..synthesis import egress_owners
+
+    owners = [h for h in egress_owners(storage, seed, fingerprint) if h in found]
+    if len(owners) == 1:
+        return owners[0]
+    choices = "; ".join(f"--parameter-hash {h} ({describe_parameters(storage, h)})" for h in found)
+    raise InputError("E312_PARAMETER_HASH_AMBIGUOUS",
+                     f"{len(found)} runs of seed {seed} and fingerprint {fingerprint} are in this data root and "
+                     f"none has published site_locations; add one of: {choices}",
+                     path=storage.url(_run_folder_parent(seed, fingerprint)))
+
+
+def _run_folder_parent(seed: int, fingerprint: str) -> str:
+    """The folder that holds the run folders of (seed, fingerprint), one per parameter_hash."""
+    return posixpath.dirname(path_for("run_folder", seed=seed, manifest_fingerprint=fingerprint,
+                                      parameter_hash="0" * 64).rstrip("/"))
 
 
 def read_state_report(storage: Storage, ident: RunIdentity, state: str) -> dict[str, Any] | None:
@@ -192,7 +214,8 @@ def add_run_options(p) -> None:
     add_root_options(p)
     add_identity_options(p)
     p.add_argument("--parameter-hash", type=argtypes.hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+                   help="parameter_hash of the run (default: the only run of the seed/fingerprint, else the one "
+                        "that published site_locations)")
 
 
 def run_from_args(args) -> tuple[Storage, RunIdentity]:

@@ -482,10 +482,13 @@ def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> dict[str
 
 def register(sub) -> None:
     """``segment1b report --data-root D --seed N --fingerprint F [--parameter-hash H]`` (no cluster)."""
-    p = sub.add_parser("report", help="write the HTML run report (PASS/FAIL, timings, slow countries, S6 "
-                       "attempts, clumping of sites, map)",
-                       description="Write run_report.html (one self-contained file) and map.png into the run "
-                       "folder, from the run reports, the S9 bundle and the datasets of one run.")
+    from ..session import add_command
+
+    p = add_command(sub, "report", summary="write the HTML run report (PASS/FAIL, timings, slow countries, S6 "
+                    "attempts, clumping of sites, map)",
+                    example="segment1b report --data-root ./out --seed 42 --fingerprint F",
+                    description="Write run_report.html (one self-contained file) and map.png into the run "
+                    "folder, from the run reports, the S9 bundle and the datasets of one run.")
     add_run_options(p)
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the HTML here instead of the run folder")
