@@ -35,7 +35,7 @@ from .tiles import country_row_groups
 
 __all__ = ["Surfaces", "Streams", "CRS", "ISO_DTYPE", "REQUIREMENTS_META", "COUNTRIES_META", "PREFIX_META",
            "PLAN_META", "SITES_META", "S5_EVENTS_META", "S6_EVENTS_META", "LOCATED_META", "iso_array",
-           "country_rows", "prefix_part", "allocate_part", "assign_part", "sites_part", "jitter_part",
+           "country_rows", "prefix_part", "prefix_table", "allocate_part", "assign_part", "sites_part", "jitter_part",
            "locate_part"]
 
 CRS = "EPSG:4326"
@@ -212,6 +212,11 @@ def prefix_part(countries: pd.DataFrame, max_n: pd.Series, surfaces: Surfaces) -
         "weight_fp": np.concatenate([p.weight_fp for p in prefixes]),
         "K": np.concatenate([np.full(len(p.tile_id), p.K, U64) for p in prefixes]),
         "n_tiles": np.concatenate([np.full(len(p.tile_id), p.n_tiles, I64) for p in prefixes])})
+
+
+def prefix_table(prefixes: pd.DataFrame) -> pd.DataFrame:
+    """The prefixes of several ISO groups, gathered (chunk and aggregate of a reduction)."""
+    return prefixes.reset_index(drop=True)
 
 
 def _prefixes(table: pd.DataFrame, wanted: np.ndarray) -> dict[int, WeightPrefix]:

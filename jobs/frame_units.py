@@ -172,17 +172,23 @@ def read_unit(storage: Storage, unit: UnitRead) -> pd.DataFrame:
     consecutive merchants; a pack holds whole (country, part) groups), so a range and country filter over
     the overlapping row groups gives exactly its pairs.
     """
-    tables = [storage.read_row_groups(ref.path, ref.row_groups, COLUMNS, dataset_id=DATASET) for ref in unit.refs]
-    if not tables:
-        return REQUIREMENTS_META.copy()
-    t = pa.concat_tables(tables)
-    merchant_id = t["merchant_id"].to_numpy()
-    codes = iso_u16(t["legal_country_iso"])
     wanted = np.array([iso_code(c) for c in unit.countries], dtype=np.uint16)
-    keep = (merchant_id >= np.uint64(unit.merchant_lo)) & (merchant_id <= np.uint64(unit.merchant_hi)) \
-        & np.isin(codes, wanted)
-    return pd.DataFrame({"merchant_id": merchant_id[keep], "legal_country_iso": iso_array(codes[keep]),
-                         "n_sites": t["n_sites"].to_numpy()[keep].astype(np.int64)})
+    merchant_id, codes, n_sites = [], [], []
+    for ref in unit.refs:
+        # the country column as a dictionary: its few hundred values are decoded, not every row's
+        t = storage.read_row_groups(ref.path, ref.row_groups, COLUMNS, dataset_id=DATASET,
+                                    read_dictionary=["legal_country_iso"])
+        m = t["merchant_id"].to_numpy()
+        iso = np.concatenate([iso_u16(c.dictionary)[c.indices.to_numpy(zero_copy_only=False)]
+                              for c in t["legal_country_iso"].chunks]) if t.num_rows else np.empty(0, np.uint16)
+        keep = (m >= np.uint64(unit.merchant_lo)) & (m <= np.uint64(unit.merchant_hi)) & np.isin(iso, wanted)
+        merchant_id.append(m[keep])
+        codes.append(iso[keep])
+        n_sites.append(t["n_sites"].to_numpy()[keep])
+    if not merchant_id:
+        return REQUIREMENTS_META.copy()
+    return pd.DataFrame({"merchant_id": np.concatenate(merchant_id), "legal_country_iso": iso_array(np.concatenate(codes)),
+                         "n_sites": np.concatenate(n_sites).astype(np.int64)})
 
 
 # ---------------------------------------------------------------------------------------------------------

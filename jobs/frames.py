@@ -27,7 +27,7 @@ from segment1b.errors import InputError
 
 from .frame_parts import (COUNTRIES_META, LOCATED_META, PLAN_META, PREFIX_META, REQUIREMENTS_META, S5_EVENTS_META,
                           S6_EVENTS_META, SITES_META, Streams, Surfaces, allocate_part, assign_part, country_rows,
-                          jitter_part, locate_part, prefix_part, sites_part)
+                          jitter_part, locate_part, prefix_part, prefix_table, sites_part)
 from .frame_units import RequirementsSource, RequirementUnits, UnitSizing, unit_table
 
 __all__ = ["Surfaces", "Streams", "UnitSizing", "read_requirements", "allocate", "assign", "jitter", "place",
@@ -39,7 +39,7 @@ __all__ = ["Surfaces", "Streams", "UnitSizing", "read_requirements", "allocate",
 LAYERS = {"read": "s3-requirements", "weights": "s4-weights", "allocate": "s4-alloc", "assign": "s5-assign",
           "sites": "s5-sites", "jitter": "s6-jitter", "locate": "s7-locate"}
 
-PREFIX_TASKS = 16
+PREFIX_TASKS = 32
 
 
 def read_requirements(root: str, seed: int, fingerprint: str, parameter_hash: str,
@@ -119,7 +119,10 @@ def allocate(requirements: dd.DataFrame, surfaces: Surfaces) -> dd.DataFrame:
     groups = [tuple(isos[g::PREFIX_TASKS]) for g in range(PREFIX_TASKS)]
     countries = dd.from_map(country_rows, groups, meta=COUNTRIES_META, label="s4-countries", enforce_metadata=False)
     prefixes = countries.map_partitions(prefix_part, max_n, surfaces, meta=PREFIX_META, token=LAYERS["weights"])
-    table = prefixes.repartition(npartitions=1)
+    # One object for every partition: a Scalar (a tree reduction with a scalar meta), not a one-partition
+    # frame.  dask-expr takes a frame with a second IO root (the ISO groups) for not co-aligned with the
+    # requirements, and would shuffle on every later filter of the result; scalars are broadcast as they are.
+    table = prefixes.reduction(prefix_table, prefix_table, meta=("prefixes", object))
     return requirements.map_partitions(allocate_part, table, meta=PLAN_META, token=LAYERS["allocate"])
 
 

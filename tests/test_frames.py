@@ -167,6 +167,17 @@ def test_meta_is_what_the_partitions_hold(placed):
     assert (computed["located"].geometry.x == computed["located"]["lon_deg"]).all()
 
 
+def test_filtering_the_results_needs_no_shuffle(placed):
+    """Every collection is co-aligned with the requirements (the prefix table is a broadcast scalar)."""
+    from dask.dataframe.dask_expr._shuffle import Shuffle
+
+    lazy, _ = placed
+    located, events = lazy["located"], lazy["s6 events"]
+    for frame in (located[located["legal_country_iso"] == "FR"], events[events["accepted"]],
+                  located.merge(pd.DataFrame({"legal_country_iso": ["FR"], "region": ["EU"]}), on="legal_country_iso")):
+        assert not list(frame.expr.optimize().find_operations(Shuffle))
+
+
 def test_building_the_graph_reads_no_file(published, tmp_path):
     """Every step is built while the data root does not exist; the same graph then computes."""
     root, ident = published
