@@ -2,8 +2,8 @@
 
 Workload per scale: the grid prepared once into ``<workdir>/pipeline-<grid>/`` (as ``bench_pipeline``; not
 timed), a generated catalogue of the named size and its S3 requirements (published once into a base root).
-Then, alternating A B A B (the machine is shared: compare the ratios of neighbouring runs), each run on a
-fresh LocalCluster of 2 workers x 1 thread with a 4 GiB limit, so that caches and memory peaks are its own:
+Then, alternating A B C A B C ... (the machine is shared: compare the ratios of neighbouring runs, and the
+workers' CPU seconds, which other jobs on the machine do not inflate), each run on a fresh LocalCluster of 2 workers x 1 thread with a 4 GiB limit, so that caches and memory peaks are its own:
 
 * A, ``jobs.place.run_place(through="s6")`` into a fresh root (hard links of the base): S4, S5, S6 published
   as contract Parquet parts, the S5/S6 RNG events as JSON lines, run reports;
@@ -35,7 +35,7 @@ from .bench_pipeline import _cluster, _fresh_root, _prepared_root
 
 SCALES = {
     "reference-5m": {"grid": "5m", "scale": "reference", "rounds": 2},
-    "x100-30s": {"grid": "30s", "scale": "x100", "rounds": 2},
+    "x100-30s": {"grid": "30s", "scale": "x100", "rounds": 3},
 }
 SEED = 20261125
 KEYS = ["merchant_id", "legal_country_iso", "site_order"]
@@ -95,11 +95,12 @@ def _futures(bench, label, base, prep, ident, workdir) -> str:
     cluster, client = _cluster(2)
     try:
         reset_worker_memory_peaks(client)
+        cpu = _workers_cpu(client)
         with get_task_stream(client) as stream, bench.step(label):
             run_place(Storage(root), client, ident, prepared_grid(prep), prep["countries_sha256"], through="s6",
                       config=PlaceConfig(), out=io.StringIO())
         bench.note_workers(label, worker_memory_peaks(client))
-        bench.note(label, **_busy(stream.data))
+        bench.note(label, workers_cpu_s=round(_workers_cpu(client) - cpu, 2), **_busy(stream.data))
     finally:
         client.close()
         cluster.close()
@@ -125,6 +126,7 @@ def _frames(bench, label, base, ident, workdir, outputs, baseline) -> str:
                             len(client.scheduler_info()["workers"]))
         seed, fp, ph = ident.seed, ident.manifest_fingerprint, ident.parameter_hash
         reset_worker_memory_peaks(client)
+        cpu = _workers_cpu(client)
         with get_task_stream(client) as stream, bench.step(label, baseline=baseline):
             requirements = read_requirements(base, seed, fp, ph, sizing=sizing)
             surfaces, streams = Surfaces(base, ph), Streams(seed, fp, ph)
@@ -147,7 +149,8 @@ def _frames(bench, label, base, ident, workdir, outputs, baseline) -> str:
                 dask.compute(*[f.to_parquet(os.path.join(out, name), compute=False, compression="zstd")
                                for name, f in frames.items()], *logs)
         bench.note_workers(label, worker_memory_peaks(client))
-        bench.note(label, partitions=requirements.npartitions, **_busy(stream.data))
+        bench.note(label, workers_cpu_s=round(_workers_cpu(client) - cpu, 2), partitions=requirements.npartitions,
+                   **_busy(stream.data))
     finally:
         client.close()
         cluster.close()
@@ -180,6 +183,18 @@ def _write_jsonl(events, folder: str, label: str, envelope: dict, partition_info
                                              cols["delta_lat_deg"][b], cols["delta_lon_deg"][b],
                                              *(c[b] for c in counters)))
     return pd.DataFrame({"rows": np.array([len(events)], np.int64)})
+
+
+def _cpu_seconds() -> float:
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def _workers_cpu(client) -> float:
+    """CPU seconds the worker processes have used (robust to other jobs on the machine, unlike wall)."""
+    return sum(client.run(_cpu_seconds).values())
 
 
 def _busy(stream: list[dict]) -> dict[str, float]:
