@@ -84,14 +84,16 @@ def _baseline(storage, ident, path: str) -> int:
 
 
 def run(bench, scale_name, params, workdir):
-    from jobs import pictures, pictures_report
+    from jobs.report import map as report_map
+    from jobs.report import run_report
+    from jobs.report.run_files import resolve_identity
     from segment1b.contracts import report_path
     from segment1b.storage import Storage
 
     storage = Storage(str(Path(workdir) / scale_name))
     with bench.step(f"setup: segment1b run --scale {params['scale']} (skipped when the data root has one)"):
         fp, ph = _ensure_run(storage, params["scale"], params["seed"])
-    ident = pictures.resolve_identity(storage, params["seed"], fp, ph)
+    ident = resolve_identity(storage, params["seed"], fp, ph)
     out = Path(workdir) / f"pictures-{scale_name}"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -100,17 +102,17 @@ def run(bench, scale_name, params, workdir):
     bench.note(BASELINE, sites=n)
 
     with bench.step(WORLD, baseline=BASELINE):
-        res = pictures.render_map(storage, ident, out=str(out / "map.png"))
+        res = report_map.render_map(storage, ident, out=str(out / "map.png"))
     bench.note(WORLD, sites=res.sites, mode=res.mode)
 
     s8 = json.loads(storage.read_bytes(report_path("s8", **ident.tokens)))
     biggest = max(s8["rows_by_country"].items(), key=lambda kv: (kv[1], kv[0]))[0]
     label = f"segment1b map --country {biggest}"
     with bench.step(label, baseline=BASELINE):
-        res = pictures.render_map(storage, ident, country=biggest, out=str(out / f"map-{biggest}.png"))
+        res = report_map.render_map(storage, ident, country=biggest, out=str(out / f"map-{biggest}.png"))
     bench.note(label, sites=res.sites, sites_in_view=res.sites_in_view, mode=res.mode)
 
     with bench.step(REPORT, baseline=BASELINE):
-        _, data = pictures_report.write_report_html(storage, ident, out=str(out / "run_report.html"))
+        _, data = run_report.write_report_html(storage, ident, out=str(out / "run_report.html"))
     bench.note(REPORT, status=data["status"], countries=len(data["concentration"]),
                html_bytes=(out / "run_report.html").stat().st_size)

@@ -153,7 +153,7 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     from distributed import wait
 
     from jobs.pipeline import prepared_grid
-    from jobs.place import _country_prefix
+    from jobs.place_tasks import country_prefix
     from jobs.tiles import country_row_groups
     from jobs.units import plan_parts, plan_units
     from segment1b import rng
@@ -171,7 +171,7 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     for u in units:
         for seg in u.segments:
             max_n[seg.country_iso] = max(max_n.get(seg.country_iso, 0), int(seg.n_sites.max()))
-    prefixes = {c: client.submit(_country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
+    prefixes = {c: client.submit(country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
                 for c, k in max_n.items()}
     wait(list(prefixes.values()))
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
@@ -187,6 +187,6 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
 
 
 def _sites_jittered(prefixes, segments, **kwargs) -> int:
-    from jobs.place import _place_unit
+    from jobs.place_tasks import place_unit
 
-    return sum(r["rows"] for r in _place_unit(prefixes, segments, through="s6", **kwargs)["s6"])
+    return sum(r.rows for r in place_unit(prefixes, segments, through="s6", **kwargs)["s6"])

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from segment1b import rng
+from segment1b import rng, rng_events
 
 SCALES = {"100k": {"sites": 100_000}, "1m": {"sites": 1_000_000}}
 
@@ -83,12 +83,12 @@ def run(bench, scale_name, params, workdir):
 
     label = "s6 events -> JSONL bytes"
     with bench.step(label):
-        data = rng.s6_events_jsonl(ENVELOPE, merchant_id, iso, site_order, key, np.ones(n, np.int32),
-                                   u_lon < 0.5, u_lat - 0.5, u_lon - 0.5,
-                                   before_hi, before_lo, after_hi, after_lo)
+        data = rng_events.s6_events_jsonl(ENVELOPE, merchant_id, iso, site_order, key, np.ones(n, np.int32),
+                                          u_lon < 0.5, u_lat - 0.5, u_lon - 0.5,
+                                          before_hi, before_lo, after_hi, after_lo)
     bench.note(label, events_per_s=round(n / bench.steps[label].wall_s), mb=round(len(data) / 1e6, 1))
 
     label = "JSONL -> Arrow (read_events)"
     with bench.step(label):
-        table = rng.read_events(data, rng.S6_LABEL)
+        table = rng_events.read_events(data, rng.S6_LABEL)
     bench.note(label, events_per_s=round(table.num_rows / bench.steps[label].wall_s))

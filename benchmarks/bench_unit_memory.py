@@ -73,7 +73,7 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     from segment1b.s6_jitter import jitter_sites
 
     from benchmarks.harness import peak_rss_bytes, reset_peak_rss
-    from jobs import place
+    from jobs import place_tasks
     from jobs.units import UNIT_BYTES_PER_SITE
 
     grid, geom, tile_id, weight = _world(params["shape"])
@@ -84,11 +84,14 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     prefix = weight_prefix("FR", tile_id, weight, 8, int(n_sites.max()))
 
     def unit(m: np.ndarray, n: np.ndarray):
-        # what _s6_unit does, with the prepared geometry handed in instead of read from a data root
-        s4 = place._s4_unit(prefix, m, n)
-        s5 = place._s5_unit(s4, m, n, master, ph)
-        s6 = jitter_sites(grid, "FR", geom, s5["merchant_id"], s5["site_order"], s5["tile_id"], master, ph)
-        s6 = {**s6, "merchant_id": s5["merchant_id"], "site_order": s5["site_order"], "tile_id": s5["tile_id"]}
+        # what place_tasks.s6_unit does, with the prepared geometry handed in instead of read from a data root
+        s4 = place_tasks.s4_unit(prefix, m, n)
+        s5 = place_tasks.s5_unit(s4, m, n, master, ph)
+        out = jitter_sites(grid, "FR", geom, s5.merchant_id, s5.site_order, s5.tile_id, master, ph)
+        s6 = place_tasks.S6Rows("FR", s5.merchant_id, s5.site_order, s5.tile_id, out["delta_lat_deg"],
+                                out["delta_lon_deg"], out["attempts"], place_tasks.JitterEvents.of(out),
+                                out["outside_pixel"], out["outside_country"])
+        del out
         return s4, s5, s6, pickle.dumps(s6, protocol=5)
 
     unit(merchant[:10], n_sites[:10])  # warm up imports and caches: only the unit's own memory is measured
@@ -103,9 +106,9 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     rss_rise = peak_rss_bytes() - base_rss
-    events = len(held[2]["ev_site"])
+    events = len(held[2].events.site)
     per_site = max(traced_peak, rss_rise) / sites
-    bench.note(label, sites=sites, pairs=len(n_sites), s4_rows=len(held[0]["tile_id"]), s6_events=events,
+    bench.note(label, sites=sites, pairs=len(n_sites), s4_rows=held[0].rows, s6_events=events,
                tracemalloc_peak_mib=round(traced_peak / 2**20, 1), vmhwm_rise_mib=round(rss_rise / 2**20, 1),
                bytes_per_site_traced=round(traced_peak / sites), bytes_per_site_rss=round(rss_rise / sites),
                bytes_per_site=round(per_site), UNIT_BYTES_PER_SITE=UNIT_BYTES_PER_SITE)
@@ -125,8 +128,7 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     shutil.rmtree(root, ignore_errors=True)
     storage = Storage(root)
     ident = RunIdentity(seed=42, manifest_fingerprint="ab" * 32, parameter_hash=ph, run_id="0" * 32)
-    s5 = {**held[1], "country_iso": "FR", "rows": sites}
-    s6 = {**held[2], "country_iso": "FR", "rows": sites}
+    s5, s6 = held[1], held[2]
     del held
     gc.collect()
     for kind, result in (("s5", s5), ("s6", s6)):
@@ -135,8 +137,8 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
         base_rss = peak_rss_bytes()
         tracemalloc.start()
         with bench.step(label):
-            place._write_part(kind, storage, {"data": f"{kind}/data/", "events": f"{kind}/events/"},
-                              "progress/", 0, ident, [result])
+            place_tasks.write_part(kind, storage, {"data": f"{kind}/data/", "events": f"{kind}/events/"},
+                                   "progress/", 0, ident, [{kind: [result]}])
         traced_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         rss_rise = peak_rss_bytes() - base_rss

@@ -8,8 +8,8 @@ Workload (built once per scale in ``<workdir>/verify-<scale>``, then reused; not
 
 Steps:
 
-1. baseline — prepare's own published-data check, ``jobs.prepare.check_published_weights``: tile_index
-   against tile_weights (two of the three surfaces, tile ids only), part by part on the client;
+1. baseline — the tests' client-side reference check, ``tests/reference.py::check_published_weights``:
+   tile_index against tile_weights (two of the three surfaces, tile ids only), part by part on the client;
 2. S9's surface checks on a 2-worker, 1-thread LocalCluster: the ``s9-surface-NNN`` tasks (three surfaces,
    same tile set, weight sums per country, checked to 10^dp on the client) and the three ``s9-digest`` tasks
    that hash every surface byte (partition digests for the S1/S2 receipts and the bundle's file lists);
@@ -24,14 +24,27 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 SCALES = {"x100-5m": {"scale": "x100", "grid": "5m", "seed": 42},
           "2.5m": {"grid": "2.5m"},
           "30s": {"grid": "30s"}}
-BASELINE = "baseline: prepare's tile_index vs tile_weights check"
+BASELINE = "baseline: client-side tile_index vs tile_weights check"
 SURFACES = "S9 surface checks + surface digests, 2 workers"
 QUICK = "verify-flag (quick: listings and sizes)"
 DEEP = "verify-flag --deep (rehash every listed file)"
+
+
+def _reference():
+    """``tests/reference.py``: the tests' obviously-correct checks (not a package: loaded from its file)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "reference.py"
+    spec = importlib.util.spec_from_file_location("reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _client():
@@ -57,10 +70,10 @@ def _root(storage, params: dict, client) -> dict:
 
 
 def _surface_checks(storage, client, parameter_hash: str) -> dict:
-    from jobs.runtime import gather, task_key, timed
-    from jobs.validate import _digest_task
+    from jobs.runtime import gather, task_key
     from jobs.validate_surfaces import submit_surface_tasks, surface_checks
-    from segment1b import s9_validation as s9
+    from jobs.validate_tasks import TaskResult
+    from segment1b import s9
     from segment1b.contracts import path_for
     from segment1b.identity import SegmentParameters
 
@@ -70,29 +83,37 @@ def _surface_checks(storage, client, parameter_hash: str) -> dict:
     rels = submit_surface_tasks(storage, client, parameter_hash, "bench", futures, stages, findings)
     for n, rel in enumerate(sorted(rels.values())):
         key = task_key("s9", "digest", None, n, "bench")
-        futures[key] = client.submit(timed(_digest_task), storage, rel, key=key, priority=-1)
+        futures[key] = client.submit(_timed_digest, storage, rel, key=key, priority=-1)
         stages[key] = "s9 digest"
     results = gather(client, futures, "s9", io.StringIO(), stages=stages)
-    surface = [r for r in results.values() if r.get("kind") == "surface"]
+    surface = [r for r in results.values() if isinstance(r, TaskResult)]
     for r in surface:
-        findings.extend(r["findings"])
+        findings.extend(r.findings)
     record = storage.read_json(path_for("parameters", parameter_hash=parameter_hash))
     dp = SegmentParameters.from_canonical(record).dp
     counts = surface_checks(surface, dp, findings)
     if findings:
         raise AssertionError(f"surface checks failed: {findings.codes()}")
-    surface_bytes = sum(f["bytes"] for r in results.values() for f in r.get("files", {}).values())
+    digests = [r for r in results.values() if not isinstance(r, TaskResult)]
+    surface_bytes = sum(f["bytes"] for digest, _ in digests for f in digest.files.values())
     tiles = counts["surface_tiles"]
-    digests = [r for r in results.values() if "partition_path" in r]
     return {"parts": tiles["parts"], "tiles": tiles["tiles"]["tile_index"],
-            "surface_task_cpu_s": sum(r["_cpu_s"] for r in surface),
-            "digest_task_cpu_s": sum(r["_cpu_s"] for r in digests),
+            "surface_task_cpu_s": sum(r.cpu_s for r in surface),
+            "digest_task_cpu_s": sum(cpu for _, cpu in digests),
             "surface_MiB": surface_bytes / 2**20}
+
+
+def _timed_digest(storage, rel: str):
+    """``s9-digest`` (:func:`jobs.validate_tasks.digest_task`) and the CPU seconds it took."""
+    from jobs.validate_tasks import digest_task
+
+    c0 = time.thread_time()
+    digest = digest_task(storage, rel)
+    return digest, time.thread_time() - c0
 
 
 def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     from cluster import reset_worker_memory_peaks, worker_memory_peaks
-    from jobs.prepare import check_published_weights
     from segment1b.reader import check_flag
     from segment1b.storage import Storage
 
@@ -101,8 +122,9 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
     with _client() as client:
         ident = _root(storage, params, client)
         ph = ident["parameter_hash"]
+        baseline_check = _reference().check_published_weights
         with bench.step(BASELINE):
-            countries = check_published_weights(storage, ph)
+            countries = baseline_check(storage, ph)
         bench.note(BASELINE, countries=len(countries), tiles=sum(countries.values()))
         reset_worker_memory_peaks(client)
         with bench.step(SURFACES, baseline=BASELINE):

@@ -40,8 +40,8 @@ COMMANDS = [
     "validate",     # S9 alone on any data root (jobs/validate.py)
     "verify_flag",  # consumer check of the S9 PASS flag (jobs/verify_flag.py)
     "export",       # site_locations -> one GeoParquet file (jobs/export.py)
-    "pictures",         # `map`: PNG of where the sites landed (jobs/pictures.py)
-    "pictures_report",  # `report`: HTML run report (jobs/pictures_report.py)
+    "report.map",         # `map`: PNG of where the sites landed (jobs/report/map.py)
+    "report.run_report",  # `report`: HTML run report (jobs/report/run_report.py)
 ]
 
 

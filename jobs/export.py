@@ -7,8 +7,7 @@ import sys
 
 from segment1b.reader import export_geoparquet
 
-from .session import storage_from_args
-from .validate import add_identity_options
+from .session import add_identity_options, storage_from_args
 
 __all__ = ["register", "main"]
 

@@ -39,30 +39,52 @@ import json
 import posixpath
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from segment1b.bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, UPSTREAM, build_bundle, verify_bundle
 from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.generator import (GENERATOR_VERSION, SCALES, Block, CountryTable, generate_block,
                                  generator_parameters, manifest_fingerprint, plan_blocks)
-from segment1b.s0_gate import (EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, build_bundle,
-                               recorded_partition_digest, verify_bundle)
 from segment1b.lease import Lease, sweep_when_idle
+from segment1b.s0_gate import recorded_partition_digest
 from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
-from .runtime import gather, task_key, timed, token_of
+from .runtime import Timing, gather, task_key, timed, token_of
 
-__all__ = ["run_generate", "generate_part", "resolve_countries", "countries_from_places", "countries_with_tiles",
+__all__ = ["run_generate", "generate_part", "GeneratedPart", "resolve_countries", "countries_from_places",
+           "countries_with_tiles",
            "tile_weight_countries", "catalogue_countries", "register"]
 
 # sorted uint64 ids: delta encoding is faster to write and ~25 % smaller than dictionary/plain (measured)
 ENCODINGS = {"merchant_id": "DELTA_BINARY_PACKED"}
 
 
+@dataclass(frozen=True)
+class GeneratedPart:
+    """What a generator task wrote (part file name, size, SHA-256) and its block's counts (small)."""
+
+    index: int
+    part: str
+    bytes: int
+    sha256_hex: str
+    rows: int
+    pairs: int
+    merchants: int
+    multi_country_merchants: int
+    max_pair_sites: int
+    pairs_over_24: int
+    merchant_ids_ge_2_63: int
+    sites_by_country: np.ndarray = field(repr=False)
+    pairs_by_country: np.ndarray = field(repr=False)
+    timing: Timing = Timing()
+
+
 def generate_part(storage: Storage, staging: str, block: Block, *, seed: int, countries: CountryTable,
-                  fingerprint: str) -> dict[str, Any]:
+                  fingerprint: str) -> GeneratedPart:
     """Task: generate one block and write it as part ``block.index``; return its counts (small)."""
     import hashlib
 
@@ -70,11 +92,9 @@ def generate_part(storage: Storage, staging: str, block: Block, *, seed: int, co
     data = write_parquet_bytes(g.table, dataset("outlet_catalogue"), encodings=ENCODINGS)
     name = part_name(block.index)
     storage.write_part(staging, name, data)
-    return {"index": block.index, "part": name, "rows": g.rows, "pairs": g.pairs, "merchants": g.merchants,
-            "multi_country_merchants": g.multi_country_merchants, "max_pair_sites": g.max_pair_sites,
-            "pairs_over_24": g.pairs_over_24, "merchant_ids_ge_2_63": g.merchant_ids_ge_2_63,
-            "sites_by_country": g.sites_by_country, "pairs_by_country": g.pairs_by_country,
-            "bytes": len(data), "sha256_hex": hashlib.sha256(data).hexdigest()}
+    return GeneratedPart(block.index, name, len(data), hashlib.sha256(data).hexdigest(), g.rows, g.pairs,
+                         g.merchants, g.multi_country_merchants, g.max_pair_sites, g.pairs_over_24,
+                         g.merchant_ids_ge_2_63, g.sites_by_country, g.pairs_by_country)
 
 
 def run_generate(storage: Storage, client, countries: CountryTable, *, scale: str, seed: int, out=None,
@@ -157,9 +177,9 @@ def _generate_leased(storage: Storage, client, lease: Lease, countries: CountryT
         finally:
             client.cancel(list(futures.values()))  # forget the keys: a rerun must run the tasks again
         results = [done[k] for k in futures]
-    results.sort(key=lambda r: r["index"])
+    results.sort(key=lambda r: r.index)
     digest = storage.publish(staging, target, "outlet_catalogue",
-                             expected=[StagedFile(r["part"], r["bytes"], r["sha256_hex"]) for r in results])
+                             expected=[StagedFile(r.part, r.bytes, r.sha256_hex) for r in results])
 
     summary = _summary(params, fp, countries, results, target, digest)
     files = build_bundle({
@@ -167,7 +187,7 @@ def _generate_leased(storage: Storage, client, lease: Lease, countries: CountryT
                                                        "countries": countries.canonical()})),
         EGRESS_CHECKSUMS_NAME: ("egress_checksums", _json({"partitions": [{
             "dataset": "outlet_catalogue", "partition_path": target, "sha256_hex": digest,
-            "files": [{"path": r["part"], "sha256_hex": r["sha256_hex"], "bytes": r["bytes"], "rows": r["rows"]}
+            "files": [{"path": r.part, "sha256_hex": r.sha256_hex, "bytes": r.bytes, "rows": r.rows}
                       for r in results]}]})),
         "summary.json": ("generator_summary", _json(summary)),
     })
@@ -179,27 +199,27 @@ def _generate_leased(storage: Storage, client, lease: Lease, countries: CountryT
     return {"status": "generated", "manifest_fingerprint": fp, "seed": int(seed), "scale": scale,
             "catalogue": {"partition_path": target, "sha256_hex": digest},
             "bundle": {"partition_path": bundle, "sha256_hex": bundle_digest}, "summary": summary,
-            "wall_seconds": round(wall, 3), "task_seconds": round(sum(r["_wall_s"] for r in results), 3)}
+            "wall_seconds": round(wall, 3), "task_seconds": round(sum(r.timing.wall_s for r in results), 3)}
 
 
 def _json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def _summary(params: dict, fp: str, countries: CountryTable, results: list[dict], target: str,
+def _summary(params: dict, fp: str, countries: CountryTable, results: list[GeneratedPart], target: str,
              digest: str) -> dict[str, Any]:
-    sites = np.sum([r["sites_by_country"] for r in results], axis=0)
-    pairs = np.sum([r["pairs_by_country"] for r in results], axis=0)
+    sites = np.sum([r.sites_by_country for r in results], axis=0)
+    pairs = np.sum([r.pairs_by_country for r in results], axis=0)
 
     def total(name: str) -> int:
-        return int(sum(r[name] for r in results))
+        return int(sum(getattr(r, name) for r in results))
 
     return {
         "manifest_fingerprint": fp, "seed": params["seed"], "scale": params["scale"],
         "generator_version": GENERATOR_VERSION, "catalogue_partition_path": target, "catalogue_sha256_hex": digest,
         "parts": len(results), "rows": total("rows"), "pairs": total("pairs"), "merchants": total("merchants"),
         "multi_country_merchants": total("multi_country_merchants"), "pairs_over_24_sites": total("pairs_over_24"),
-        "max_pair_sites": max((r["max_pair_sites"] for r in results), default=0),
+        "max_pair_sites": max((r.max_pair_sites for r in results), default=0),
         "merchant_ids_ge_2_63": total("merchant_ids_ge_2_63"),
         "eligible_countries": len(countries), "countries_with_sites": int(np.count_nonzero(sites)),
         "by_country": [{"country_iso": c, "pairs": int(p), "sites": int(s)}
@@ -219,7 +239,7 @@ def _existing(storage: Storage, target: str, bundle: str, fp: str) -> dict[str, 
         return storage.read_bytes(rel)
 
     try:
-        verify_bundle(read(INDEX_NAME), read, read(FLAG_NAME), manifest_fingerprint=fp, bundle_path=bundle)
+        verify_bundle(read(INDEX_NAME), read(FLAG_NAME), read, rules=UPSTREAM, where=bundle)
         expected = recorded_partition_digest(read(EGRESS_CHECKSUMS_NAME), target)
     except (InputError, FileNotFoundError):
         return None  # regenerate: publishing then settles (same bytes) or refuses (different bytes)

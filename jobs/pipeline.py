@@ -91,68 +91,30 @@ def run_pipeline(storage: Storage, client, request: RunRequest, out=None) -> Run
 
 def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
     """:func:`run_pipeline` once it is known that the run is not complete."""
-    from .generate import catalogue_countries, countries_from_places, countries_with_tiles, run_generate
-    from .pictures_report import report_after_run
-    from .prepare import prepare
-    from .s3 import run_s3
-    from .synthesis import run_s7_s8
-    from .validate import run_s9
+    from .report.run_report import report_after_run
 
     t_run = time.perf_counter()
-    states: list[dict[str, Any]] = []
+    steps = _Steps(out)
     check_memory(client, _memory_needs(storage, request), step=_memory_step(request))
-
-    def step(name: str, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        print(f"\n[{name}]", file=out, flush=True)
-        result = fn(*args, **kwargs)
-        states.append({"state": name, "seconds": round(time.perf_counter() - t0, 3)})
-        return result
-
     # one performance report for the whole run (S1-S9); it is saved in the run folder, known once S1/S2
     # and the catalogue have given the identity
     perf = _performance_report(storage, client)
     with contextlib.ExitStack() as held, perf:  # perf exits first: the report is saved under the lease
-        prepared = step("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
-                        raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
-                        out=out)
+        prepared, fp = _surfaces_and_catalogue(storage, client, request, steps, out)
         ph = prepared["parameter_hash"]
-        # now with the largest country's weighted tiles of these tile weights (S9's plan recomputation)
-        check_memory(client, _memory_needs(storage, request, ph), step=_memory_step(request))
-        if request.fingerprint is None:
-            # not the zero-mass fallback countries (every tile a coastal sliver): no E613 by construction
-            eligible = catalogue_countries(storage, ph)
-            generated = step("catalogue", run_generate, storage, client, countries_from_places(eligible),
-                             scale=request.scale, seed=request.seed, out=out)
-            fp = generated["manifest_fingerprint"]
-        else:
-            fp = request.fingerprint
         # S0 and S3-S9 of a fingerprint are published by one run at a time (issue 14): a second submission waits
         # here, then finds them published.  The states take the same lease again (re-entrant).
         held.enter_context(storage.lease(path_for("lease_segment", manifest_fingerprint=fp), out=out))
         run_id, resumed = _run_receipt(storage, request, fp, ph)
         ident = RunIdentity(seed=request.seed, manifest_fingerprint=fp, parameter_hash=ph, run_id=run_id)
         perf.destination = path_for("run_folder", **ident.tokens) + PERFORMANCE_REPORT
-        summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed})
         print(f"\nrun_id {run_id}{' (resumed)' if resumed else ''}  seed {request.seed}  fingerprint {fp[:16]}...  "
               f"parameter_hash {ph[:16]}...", file=out, flush=True)
-
-        step("s0-s3 requirements", run_s3, storage, client, ident,
-             countries_with_weights=countries_with_tiles(storage, ph), out=out)
-        through = request.through
-        if through != "s3":
-            place_through = through if through in PLACE_STATES else "s6"
-            step(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
-                 prepared["countries_sha256"], through=place_through,
-                 config=PlaceConfig(part_sites=request.part_sites), out=out)
-        if through in ("s8", "s9"):
-            step("s7-s8 synthesis", run_s7_s8, storage, client, ident, out=out)
-        result = None
-        if through == "s9":
-            result = step("s9 validation", run_s9, storage, client, request.seed, fp, parameter_hash=ph, out=out)
-    summary.states = _state_rows(storage, ident, states)
-    summary.slowest_countries = _slowest_countries(storage, ident)
-    summary.outputs = _outputs(storage, ident, through)
+        result = _run_states(storage, client, request, ident, prepared, steps, out)
+    summary = RunSummary(identity={**ident.tokens, "run_id": run_id, "resumed": resumed},
+                         states=_state_rows(storage, ident, steps.rows),
+                         slowest_countries=_slowest_countries(storage, ident),
+                         outputs=_outputs(storage, ident, request.through))
     if result is not None:
         summary.passed = bool(result.passed)
         if not result.passed:
@@ -164,6 +126,67 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
     return summary
 
 
+class _Steps:
+    """Runs the steps of a run, printing a header for each and recording its seconds."""
+
+    def __init__(self, out):
+        self.out = out
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        print(f"\n[{name}]", file=self.out, flush=True)
+        result = fn(*args, **kwargs)
+        self.rows.append({"state": name, "seconds": round(time.perf_counter() - t0, 3)})
+        return result
+
+
+def _surfaces_and_catalogue(storage: Storage, client, request: RunRequest, steps: _Steps,
+                            out) -> tuple[dict[str, Any], str]:
+    """S1/S2 (prepared unless published) and the outlet catalogue (generated unless given): what fixes the
+    run's parameter_hash and manifest_fingerprint."""
+    from .generate import catalogue_countries, countries_from_places, run_generate
+    from .prepare import prepare
+
+    prepared = steps("s1-s2 tiles", prepare, storage, client, grid=request.grid, countries=request.countries,
+                     raster=request.raster, basis=request.basis, dp=request.dp, iso_column=request.iso_column,
+                     out=out)
+    ph = prepared["parameter_hash"]
+    # now with the largest country's weighted tiles of these tile weights (S9's plan recomputation)
+    check_memory(client, _memory_needs(storage, request, ph), step=_memory_step(request))
+    if request.fingerprint is not None:
+        return prepared, request.fingerprint
+    # not the zero-mass fallback countries (every tile a coastal sliver): no E613 by construction
+    eligible = catalogue_countries(storage, ph)
+    generated = steps("catalogue", run_generate, storage, client, countries_from_places(eligible),
+                      scale=request.scale, seed=request.seed, out=out)
+    return prepared, generated["manifest_fingerprint"]
+
+
+def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentity, prepared: dict[str, Any],
+                steps: _Steps, out):
+    """S0/S3, then S4-S6, S7/S8 and S9 as far as ``request.through``; S9's result (None without S9)."""
+    from .generate import countries_with_tiles
+    from .s3 import run_s3
+    from .synthesis import run_s7_s8
+    from .validate import run_s9
+
+    steps("s0-s3 requirements", run_s3, storage, client, ident,
+          countries_with_weights=countries_with_tiles(storage, ident.parameter_hash), out=out)
+    through = request.through
+    if through != "s3":
+        place_through = through if through in PLACE_STATES else "s6"
+        steps(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
+              prepared["countries_sha256"], through=place_through, config=PlaceConfig(part_sites=request.part_sites),
+              out=out)
+    if through in ("s8", "s9"):
+        steps("s7-s8 synthesis", run_s7_s8, storage, client, ident, out=out)
+    if through != "s9":
+        return None
+    return steps("s9 validation", run_s9, storage, client, ident.seed, ident.manifest_fingerprint,
+                 parameter_hash=ident.parameter_hash, out=out)
+
+
 def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     """The summary of ``request``'s run when everything it publishes is already published, else ``None``.
 
@@ -172,11 +195,8 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     whether the S3-S8 datasets still have the digests of their receipts (a partition changed after the run
     is not complete: the run goes on, and S9 reports E911_FINALITY as it did before issue #14).
     """
-    from segment1b.s9_validation import FLAG_NAME
-
     from .prepare import DATASETS as TILE_DATASETS
-    from .prepare import resolve_inputs
-    from .runtime import published_receipt
+    from .prepare_inputs import resolve_inputs
 
     seed_folder = path_for("run_folder", seed=request.seed, manifest_fingerprint="0" * 64,
                            parameter_hash="0" * 64).split("/fingerprint=")[0]
@@ -195,27 +215,38 @@ def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
     if not (storage.exists(path_for("run_receipt", **tokens)) and storage.exists(summary_rel)):
         return None
     run_id = storage.read_json(path_for("run_receipt", **tokens))["run_id"]
-    last = THROUGH.index(request.through)
+    if not _outputs_intact(storage, request.through, tokens, run_id):
+        return None
+    summary = RunSummary(**storage.read_json(summary_rel))
+    return summary if summary.passed in (True, None) else None
+
+
+def _outputs_intact(storage: Storage, through: str, tokens: dict[str, Any], run_id: str) -> bool:
+    """Every S3-S8 dataset up to ``through`` published with its receipt's digest, the RNG event logs of the
+    run, and (through S9) the bundle, its ``_passed.flag`` and the S9 report."""
+    from segment1b.bundle import FLAG_NAME
+
+    from .runtime import published_receipt
+
+    last = THROUGH.index(through)
     for state, dataset_id in (("s3", "s3_requirements"), ("s4", "s4_alloc_plan"), ("s5", "s5_site_tile_assignment"),
                               ("s6", "s6_site_jitter"), ("s7", "s7_site_synthesis"), ("s8", "site_locations")):
         if THROUGH.index({"s7": "s8"}.get(state, state)) > last:
             break
-        target = path_for(dataset_id, **(tokens if state != "s8" else {"seed": request.seed,
-                                                                      "manifest_fingerprint": fp}))
+        target = path_for(dataset_id, **(tokens if state != "s8" else
+                                         {k: tokens[k] for k in ("seed", "manifest_fingerprint")}))
         receipt = published_receipt(storage, state, tokens, target) if storage.is_published(target) else None
         if receipt is None or storage.partition_digest(target) != receipt["sha256_hex"]:
-            return None
+            return False
     for label in ("site_tile_assign", "in_cell_jitter")[: max(0, last - THROUGH.index("s4"))]:
-        if not storage.is_published(path_for("rng_events", substream_label=label, seed=request.seed,
-                                             parameter_hash=ph, run_id=run_id)):
-            return None
-    if request.through == "s9":
-        bundle = path_for("validation_bundle_1B", manifest_fingerprint=fp)
-        if not (storage.is_published(bundle) and storage.exists(bundle + FLAG_NAME)
-                and storage.exists(report_path("s9", **tokens))):
-            return None
-    summary = RunSummary(**storage.read_json(summary_rel))
-    return summary if summary.passed in (True, None) else None
+        if not storage.is_published(path_for("rng_events", substream_label=label, seed=tokens["seed"],
+                                             parameter_hash=tokens["parameter_hash"], run_id=run_id)):
+            return False
+    if through != "s9":
+        return True
+    bundle = path_for("validation_bundle_1B", manifest_fingerprint=tokens["manifest_fingerprint"])
+    return storage.is_published(bundle) and storage.exists(bundle + FLAG_NAME) and \
+        storage.exists(report_path("s9", **tokens))
 
 
 def _generated_fingerprint(storage: Storage, request: RunRequest, parameter_hash: str) -> str | None:

@@ -11,6 +11,8 @@ Graph (all keys readable on the dashboard):
 * per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
   sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
 
+The tasks live in :mod:`jobs.place_tasks`; this module plans, submits, publishes and reports.
+
 Parts are scheduled in order (priorities), so a worker holds about one part of results at a time:
 memory is bounded by the part size, not by the dataset.  Every draw is keyed by (merchant, country,
 site), never by unit, worker or retry, so the bytes do not depend on any of them.
@@ -34,41 +36,33 @@ import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from cluster import worker_memory_peaks
 from segment1b import rng
-from segment1b.contracts import dataset, path_for
+from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
-from segment1b.keys import iso_code, iso_strings, iso_text
-from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
-from segment1b.s5_site_tile import assign_sites
-from segment1b.s6_jitter import jitter_sites
 from segment1b.lease import Lease
-from segment1b.storage import Storage, part_name, write_parquet_bytes
+from segment1b.rng_events import audit_record, jsonl_lines, trace_record
+from segment1b.storage import Storage, part_name
 
+from .footprint import worker_memory as _worker_memory
 from .place_progress import (adopt_finished_parts, drop_progress, expected_files, finished_parts, part_records,
                              progress_folder, recorded_parts)
-from .footprint import worker_memory as _worker_memory
-from .refcache import country_geometry
-from .runtime import (StateReport, country_timings, gather, has_receipt, task_key, timed,
-                      token_of, write_run_report)
-from .tiles import RowGroupRef, country_row_groups, iter_country, tiles_present
-from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, plan_parts, plan_units
+from .place_tasks import SPECS, STATES, PartRecord, UnitTiming, country_prefix, place_unit, write_part
+from .runtime import Workers, WrittenReport, gather, has_receipt, task_key, token_of, \
+    write_state_report
+from .tiles import country_row_groups
+from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
 
 __all__ = ["PlaceConfig", "run_place", "STATES", "DATASET_OF"]
 
-STATES = ("s4", "s5", "s6")
-DATASET_OF = {"s4": "s4_alloc_plan", "s5": "s5_site_tile_assignment", "s6": "s6_site_jitter"}
-LABEL_OF = {"s5": rng.S5_LABEL, "s6": rng.S6_LABEL}
-MODULE_OF = {"s5": rng.S5_MODULE, "s6": rng.S6_MODULE}
-DRAWS_PER_EVENT = {"s5": 1, "s6": 2}
-
+DATASET_OF = {s: SPECS[s].dataset for s in STATES}
+LABEL_OF = {s: SPECS[s].label for s in STATES if SPECS[s].label}
 
 # Share of a worker thread's memory limit one unit may use at its peak (see _memory_bound_sites).
 MEMORY_FRACTION_PER_UNIT = 0.25
@@ -84,216 +78,31 @@ class PlaceConfig:
     skew: float = 4.0
 
 
-# ---------------------------------------------------------------------------------------------------------
-# tasks (module-level functions: small picklable arguments, results are plain dicts of arrays)
+@dataclass(frozen=True)
+class Attempt:
+    """What this attempt of S4-S6 must write, and where (its own staging and progress folders).
 
-def _country_prefix(storage: Storage, weight_refs: list[RowGroupRef], index_refs: list[RowGroupRef],
-                    country_iso: str, max_n: int) -> WeightPrefix:
-    dps: set[int] = set()
-
-    def chunks():
-        # one row group at a time: Russia at 30" is 42 M tiles, its prefix only 2·max(n)
-        for t in iter_country(storage, weight_refs, country_iso, ["tile_id", "weight_fp", "dp"], "tile_weights"):
-            dps.update(np.unique(t["dp"].to_numpy()).tolist())
-            if len(dps) > 1:
-                raise InputError("E105_NORMALIZATION", f"tile weights of {country_iso} mix dp values {sorted(dps)}",
-                                 dataset="tile_weights", rows=[{"country_iso": country_iso, "dp": d} for d in sorted(dps)])
-            yield t["tile_id"].to_numpy(), t["weight_fp"].to_numpy()
-
-    first = next(iter_country(storage, weight_refs[:1], country_iso, ["dp"], "tile_weights"), None)
-    if first is None or first.num_rows == 0:
-        raise InputError("E303_MISSING_WEIGHTS", f"{country_iso} has sites but no tile weights",
-                         dataset="tile_weights", rows=[{"country_iso": country_iso}])
-    dp = int(first["dp"][0].as_py())
-    prefix = weight_prefix_chunks(country_iso, chunks(), dp, max_n)
-    present = tiles_present(storage, index_refs, country_iso, prefix.tile_id)
-    if not present.all():
-        missing = prefix.tile_id[~present]
-        raise InputError("E505_TILE_NOT_IN_INDEX", f"{missing.size} weighted tiles of {country_iso} are not in "
-                         "tile_index", dataset="tile_weights",
-                         rows=[{"country_iso": country_iso, "tile_id": int(t)} for t in missing[:20]])
-    return prefix
-
-
-def _s4_unit(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.ndarray) -> dict[str, Any]:
-    out = allocate_pairs(prefix, merchant_id, n_sites)
-    return {**out, "country_iso": prefix.country_iso, "rows": len(out["tile_id"])}
-
-
-def _s5_unit(plan: dict[str, Any], merchant_id: np.ndarray, n_sites: np.ndarray, master: bytes,
-             parameter_hash: str) -> dict[str, Any]:
-    iso = plan["country_iso"]
-    out = assign_sites(iso, merchant_id, n_sites, plan["merchant_id"], plan["tile_id"], plan["n_sites_tile"],
-                       master, parameter_hash)
-    return {**out, "country_iso": iso, "rows": len(out["tile_id"])}
-
-
-def _s6_unit(sites: dict[str, Any], storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
-             parameter_hash: str) -> dict[str, Any]:
-    iso = sites["country_iso"]
-    geom = country_geometry(storage, countries_sha256, iso)
-    out = jitter_sites(grid, iso, geom, sites["merchant_id"], sites["site_order"], sites["tile_id"], master,
-                       parameter_hash)
-    return {**out, "merchant_id": sites["merchant_id"], "site_order": sites["site_order"],
-            "tile_id": sites["tile_id"], "country_iso": iso, "rows": len(sites["tile_id"])}
-
-
-def _place_unit(prefixes: list[WeightPrefix], segments: list[tuple[np.ndarray, np.ndarray]], *, through: str,
-                storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
-                parameter_hash: str) -> dict[str, list[dict[str, Any]]]:
-    """S4 → S5 → S6 of one unit, fused into one task (each step only feeds the next).
-
-    A unit holds one country or a pack of small ones: ``segments[i]`` are the (merchant_id, n_sites) of the
-    country of ``prefixes[i]``.  Returns, per state, one output per country, each with its own
-    ``_wall_s``/``_cpu_s`` so the run reports still time states and countries separately.
+    ``staging[state][role]`` (role ``data`` or ``events``) is None when that dataset or log is published
+    already: its parts are not written.
     """
-    out: dict[str, list[dict[str, Any]]] = {s: [] for s in STATES[: STATES.index(through) + 1]}
-    for prefix, (merchant_id, n_sites) in zip(prefixes, segments):
-        s4 = timed(_s4_unit)(prefix, merchant_id, n_sites)
-        out["s4"].append(s4)
-        if through in ("s5", "s6"):
-            s5 = timed(_s5_unit)(s4, merchant_id, n_sites, master, parameter_hash)
-            out["s5"].append(s5)
-            if through == "s6":
-                out["s6"].append(timed(_s6_unit)(s5, storage, countries_sha256, grid, master, parameter_hash))
-    return out
+
+    states: tuple[str, ...]
+    targets: dict[str, str]  # state -> dataset partition
+    ev_targets: dict[str, str]  # state -> event log partition (S5, S6)
+    to_write: list[str]  # states not finished (published *and* reported)
+    staging: dict[str, dict[str, str | None]]
+    progress: str
+    adopted: int  # progress records of dead attempts adopted
 
 
-def _stack(units: list[dict[str, Any]], columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    cols = {c: np.concatenate([u[c] for u in units]) for c in columns}
-    iso = np.concatenate([np.full(len(u[columns[0]]), iso_code(u["country_iso"]), dtype=np.uint16) for u in units])
-    return cols, iso
+@dataclass(frozen=True)
+class Work:
+    """The plan of S4-S6 for this attempt: parts, units, the parts finished already and the units to run."""
 
-
-def _write_part(kind: str, storage: Storage, staging: dict[str, str | None], progress: str, part: int,
-                ident: RunIdentity, units: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sort one part's unit results merchant-major and write the dataset part (+ RNG events part).
-
-    Returns (and leaves in ``progress``) a small record: rows, events, per-country counts, each file written
-    (name, size, and SHA-256 for datasets) and the timing of every unit, so that the client never fetches the
-    units' arrays.  A ``None`` staging folder means that dataset (or log) is already published: its part is
-    not written.
-    """
-    units = [r for u in units for r in u[kind]]  # a fused unit result holds every state's output per country
-    timings = [{"country_iso": u["country_iso"], "rows": u["rows"], "_wall_s": u.get("_wall_s", 0.0),
-                "_cpu_s": u.get("_cpu_s", 0.0)} for u in units]
-    units = [u for u in units if u["rows"]]
-    per_country: dict[str, int] = defaultdict(int)
-    for u in units:
-        per_country[u["country_iso"]] += u["rows"]
-    record: dict[str, Any] = {"part": part, "rows": 0, "events": 0, "countries": dict(per_country),
-                              "units": timings, "files": {}}
-
-    def put(role: str, name: str, data: bytes | Iterator[bytes]) -> None:
-        # bytes, or chunks streamed into the file (event logs: never all of a part's lines in memory; they are
-        # checked by size only, as their publication is, jobs.place_progress)
-        if staging.get(role) is not None:
-            if isinstance(data, bytes):
-                f = storage.write_part(staging[role], name, data)
-                record["files"][role] = {"name": f.name, "size": f.size, "sha256_hex": f.sha256_hex}
-            else:
-                size = storage.write_stream(posixpath.join(staging[role], name), data)
-                record["files"][role] = {"name": name, "size": size}
-    if kind == "s4":
-        cols, iso = _stack(units, ["merchant_id", "tile_id", "n_sites_tile"]) if units else ({}, None)
-        if units:
-            order = np.lexsort((cols["tile_id"], iso, cols["merchant_id"]))
-            table = pa.table({"merchant_id": cols["merchant_id"][order], "legal_country_iso": iso_strings(iso[order]),
-                              "tile_id": cols["tile_id"][order], "n_sites_tile": cols["n_sites_tile"][order]})
-            record["rows"] = table.num_rows
-            record["ties_broken"] = int(sum(u["ties_broken"] for u in units))
-            record["pairs"] = int(sum(u["pairs"] for u in units))
-            put("data", part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
-    elif units:
-        names = ["merchant_id", "site_order", "tile_id"]
-        extra = ["u", "before_hi", "before_lo", "after_hi", "after_lo"] if kind == "s5" else \
-            ["delta_lat_deg", "delta_lon_deg", "attempts"]
-        cols, iso = _stack(units, names + extra)
-        order = np.lexsort((cols["site_order"], iso, cols["merchant_id"]))
-        cols = {k: v[order] for k, v in cols.items()}
-        iso_sorted = iso[order]
-        iso_arr = iso_strings(iso_sorted)
-        data = {"merchant_id": cols["merchant_id"], "legal_country_iso": iso_arr, "site_order": cols["site_order"],
-                "tile_id": cols["tile_id"]}
-        if kind == "s6":
-            data.update(delta_lat_deg=cols["delta_lat_deg"], delta_lon_deg=cols["delta_lon_deg"],
-                        manifest_fingerprint=_repeated_string(ident.manifest_fingerprint, len(order)))
-        table = pa.table(data)
-        put("data", part_name(part), write_parquet_bytes(table, dataset(DATASET_OF[kind])))
-        envelope = {"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
-                    "parameter_hash": ident.parameter_hash, "manifest_fingerprint": ident.manifest_fingerprint}
-        if kind == "s5":
-            events = _s5_events(cols, iso_sorted, envelope)
-            record["events"] = len(order)
-        else:
-            events, n_events, hist = _s6_events(units, envelope)
-            record["events"] = n_events
-            record["attempt_histogram"] = hist
-            record["outside_pixel"] = int(sum(u["outside_pixel"] for u in units))
-            record["outside_country"] = int(sum(u["outside_country"] for u in units))
-            record["country_events"] = _country_sum(units, lambda u: len(u["ev_site"]))
-            record["country_outside_pixel"] = _country_sum(units, lambda u: u["outside_pixel"])
-            record["country_outside_country"] = _country_sum(units, lambda u: u["outside_country"])
-        put("events", part_name(part, ".jsonl"), events)
-        record["rows"] = table.num_rows
-    storage.write_bytes(posixpath.join(progress, f"{kind}-{part_name(part, '.json')}"),
-                        json.dumps(record).encode())
-    return record
-
-
-def _country_sum(units: list[dict[str, Any]], value) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for u in units:
-        out[u["country_iso"]] += int(value(u))
-    return dict(out)
-
-
-# Events formatted at a time by the part writers: the JSON lines of a part (about 700 bytes per event) are
-# streamed to the file chunk by chunk instead of being built whole (benchmarks/bench_unit_memory.py).
-EVENT_CHUNK = 1 << 16
-
-
-def _repeated_string(value: str, n: int) -> pa.Array:
-    """``n`` copies of one string as an Arrow string array, built from its buffers (no NumPy strings)."""
-    raw = value.encode("utf-8")
-    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
-
-
-def _s5_events(cols: dict[str, np.ndarray], iso: np.ndarray, envelope: dict[str, Any]) -> Iterator[bytes]:
-    """S5 event lines of a part (rows already in writer-sort order), :data:`EVENT_CHUNK` rows at a time."""
-    for a in range(0, len(iso), EVENT_CHUNK):
-        b = a + EVENT_CHUNK
-        yield rng.s5_events_jsonl(envelope, cols["merchant_id"][a:b], iso_text(iso[a:b]), cols["site_order"][a:b],
-                                  cols["tile_id"][a:b], cols["u"][a:b], cols["before_hi"][a:b],
-                                  cols["before_lo"][a:b], cols["after_hi"][a:b], cols["after_lo"][a:b])
-
-
-def _s6_events(units: list[dict[str, Any]], envelope: dict[str, Any]) -> tuple[Iterator[bytes], int, list[int]]:
-    """S6 event lines of a part in (merchant, country, site_order, attempt) order (a generator of chunks
-    of :data:`EVENT_CHUNK` lines), their number and the attempt histogram."""
-    m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo = ([] for _ in range(12))
-    hist = np.zeros(65, dtype=np.int64)
-    for u in units:
-        s = u["ev_site"]
-        m.append(u["merchant_id"][s])
-        iso.append(np.full(len(s), iso_code(u["country_iso"]), dtype=np.uint16))
-        so.append(u["site_order"][s])
-        tile.append(u["tile_id"][s])
-        att.append(u["ev_attempt"]); acc.append(u["ev_accepted"]); dlat.append(u["ev_delta_lat"])
-        dlon.append(u["ev_delta_lon"]); bhi.append(u["ev_before_hi"]); blo.append(u["ev_before_lo"])
-        ahi.append(u["ev_after_hi"]); alo.append(u["ev_after_lo"])
-        hist += np.bincount(u["attempts"], minlength=65)[:65]
-    cols = [np.concatenate(c) for c in (m, iso, so, tile, att, acc, dlat, dlon, bhi, blo, ahi, alo)]
-    order = np.lexsort((cols[4], cols[2], cols[1], cols[0]))
-
-    def chunks() -> Iterator[bytes]:
-        for a in range(0, len(order), EVENT_CHUNK):
-            c = [x[order[a:a + EVENT_CHUNK]] for x in cols]
-            yield rng.s6_events_jsonl(envelope, c[0], iso_text(c[1]), c[2], c[3], c[4], c[5], c[6], c[7], c[8],
-                                      c[9], c[10], c[11])
-
-    return chunks(), len(order), hist[1:].tolist()
+    parts: list[Part]
+    done_parts: set[int]
+    todo_parts: list[Part]
+    live_units: list[Unit]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -317,9 +126,36 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
     out = out if out is not None else sys.stdout
     if through not in STATES:
         raise ValueError(f"through must be one of {STATES}, got {through!r}")
-    states = STATES[: STATES.index(through) + 1]
     t_start = time.perf_counter()
     started = utc_now()
+    attempt = _attempt(storage, ident, lease, STATES[: STATES.index(through) + 1])
+    if not attempt.to_write:
+        return _already_published(storage, lease, ident, attempt, out)
+    _check_parameters(storage, ident.parameter_hash, grid, countries_sha256)
+    work = _plan_work(storage, client, ident, attempt, config, out)
+    if "s5" in attempt.to_write or "s6" in attempt.to_write:
+        _write_audit_once(storage, ident)
+    # the data root is in the token: a quick rerun elsewhere must never get this run's results back
+    tok = token_of(storage.root_url, ident.run_id, ident.parameter_hash, through, lease.attempt)
+    futures: dict[str, Any] = {}
+    stage_of: dict[str, str] = {}
+    prefixes = _submit_prefixes(storage, client, ident, work, tok, futures, stage_of)
+    unit_futs = _submit_units(storage, client, ident, grid, countries_sha256, through, work, prefixes, tok,
+                              futures, stage_of)
+    _submit_writers(storage, client, ident, attempt, work, unit_futs, tok, futures, stage_of)
+    try:
+        gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
+    finally:
+        client.cancel(list(futures.values()))  # release results now, not when the futures are collected
+    summary = _publish_and_report(storage, client, ident, attempt, work, time.perf_counter() - t_start, started)
+    drop_progress(storage, lease, ident, attempt.progress)
+    # again: a task of a killed client on a shared cluster may have finished into its dead attempt's folders
+    lease.sweep(*attempt.targets.values(), *attempt.ev_targets.values())
+    return summary
+
+
+def _attempt(storage: Storage, ident: RunIdentity, lease: Lease, states: tuple[str, ...]) -> Attempt:
+    """What is left to write, this attempt's folders, and the finished parts of dead attempts adopted."""
     tokens = ident.tokens
     targets = {s: path_for(DATASET_OF[s], **tokens) for s in states}
     ev_targets = {s: path_for("rng_events", substream_label=LABEL_OF[s], **ident.log_tokens)
@@ -338,121 +174,142 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
     adopted = adopt_finished_parts(storage, lease, ident, progress, staging,
                                    {s: {"data": targets[s], "events": ev_targets.get(s)} for s in states})
     lease.sweep(*targets.values(), *ev_targets.values())  # what was not adopted: under the lease nobody is alive
-    if not to_write:
-        labels = {LABEL_OF[s] for s in states if s in LABEL_OF}
-        if not labels <= _trace_labels(storage, ident):  # killed after the run reports, before the trace
-            _write_trace(storage, ident, progress, recorded_parts(storage, progress, STATES))
-        drop_progress(storage, lease, ident, progress)  # the last step of a finished run
-        print(f"  s4-s6: {', '.join(DATASET_OF[s] for s in states)} already published; nothing to do", file=out)
-        return {s: {"skipped": True} for s in states}
+    return Attempt(states, targets, ev_targets, to_write, staging, progress, adopted)
 
-    _check_parameters(storage, ident.parameter_hash, grid, countries_sha256)
+
+def _already_published(storage: Storage, lease: Lease, ident: RunIdentity, attempt: Attempt, out) -> dict[str, Any]:
+    """Every state is published and reported: finish the trace if a killed run left it, then drop progress."""
+    labels = {LABEL_OF[s] for s in attempt.states if s in LABEL_OF}
+    if not labels <= _trace_labels(storage, ident):  # killed after the run reports, before the trace
+        _write_trace(storage, ident, attempt.progress, recorded_parts(storage, attempt.progress, STATES))
+    drop_progress(storage, lease, ident, attempt.progress)  # the last step of a finished run
+    print(f"  s4-s6: {', '.join(DATASET_OF[s] for s in attempt.states)} already published; nothing to do", file=out)
+    return {s: {"skipped": True} for s in attempt.states}
+
+
+def _plan_work(storage: Storage, client, ident: RunIdentity, attempt: Attempt, config: PlaceConfig, out) -> Work:
+    """Parts (a layout constant) and units (sized to the workers' memory) of the requirements; parts whose
+    files this attempt holds already (adopted from a dead one) are not run again."""
     req = _read_requirements(storage, ident)
     parts = plan_parts(req["merchant_id"], req["n_sites"], config.part_sites)
     max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
     units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
                        max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
                        skew=config.skew, workers=len(client.scheduler_info()["workers"]))
-    done_parts = finished_parts(storage, progress, to_write, staging, len(parts))
-    if adopted and done_parts:
+    done_parts = finished_parts(storage, attempt.progress, attempt.to_write, attempt.staging, len(parts))
+    if attempt.adopted and done_parts:
         print(f"  s4-s6: {len(done_parts)} of {len(parts)} parts finished by an earlier attempt are reused", file=out)
     todo_parts = [p for p in parts if p.index not in done_parts]
-    if "s5" in to_write or "s6" in to_write:
-        _write_audit_once(storage, ident)
-
-    futures: dict[str, Any] = {}
-    stage_of: dict[str, str] = {}
-    master = rng.master_material(ident.seed, ident.manifest_fingerprint)
-    # the data root is in the token: a quick rerun elsewhere must never get this run's results back
-    tok = token_of(storage.root_url, ident.run_id, ident.parameter_hash, through, lease.attempt)
     todo_idx = {p.index for p in todo_parts}
-    live_units = [u for u in units if u.part in todo_idx]
-    n_parts = max(len(parts), 1)
+    return Work(parts, done_parts, todo_parts, [u for u in units if u.part in todo_idx])
 
-    def prio(part: int, cost: int = 0) -> int:
-        return (n_parts - part) * 10**12 + cost
 
-    # Tasks go in a few batched calls (client.map): submitting thousands one by one costs the client seconds
-    # of CPU that the workers need.  Keys name state and country; priorities run parts in order and, within
-    # a part, the biggest units first.
-    prefixes: dict[str, Any] = {}
-    if live_units:
-        weight_refs = country_row_groups(storage, "tile_weights", ident.parameter_hash)
-        index_refs = country_row_groups(storage, "tile_index", ident.parameter_hash)
-        max_n: dict[str, int] = defaultdict(int)
-        for u in live_units:
-            for seg in u.segments:
-                max_n[seg.country_iso] = max(max_n[seg.country_iso], int(seg.n_sites.max()))
-        missing = sorted(iso for iso in max_n if iso not in weight_refs)
-        if missing:
-            raise InputError("E303_MISSING_WEIGHTS", f"{len(missing)} countries have sites but no tile weights",
-                             dataset="tile_weights", rows=[{"country_iso": iso} for iso in missing])
-        isos = sorted(max_n, key=lambda c: (-max_n[c], c))
-        keys = [task_key("s4", "weights", iso, token=tok) for iso in isos]
-        futs = client.map(_country_prefix, [storage] * len(isos), [weight_refs[i] for i in isos],
-                          [index_refs.get(i, []) for i in isos], isos, [max_n[i] for i in isos], key=keys,
-                          priority=10**15)
-        prefixes = dict(zip(isos, futs))
-        for k, f in zip(keys, futs):
-            futures[k], stage_of[k] = f, "s4 weights"
-    action = {"s4": "alloc", "s5": "assign", "s6": "jitter"}[through]
+# Tasks go in a few batched calls (client.map): submitting thousands one by one costs the client seconds of
+# CPU that the workers need.  Keys name state and country; priorities run parts in order and, within a part,
+# the biggest units first.
+
+def _priority(work: Work, part: int) -> int:
+    return (max(len(work.parts), 1) - part) * 10**12
+
+
+def _submit_prefixes(storage: Storage, client, ident: RunIdentity, work: Work, tok: str, futures: dict[str, Any],
+                     stage_of: dict[str, str]) -> dict[str, Any]:
+    """One ``s4-weights-<ISO>`` task per country with sites to place, the largest ``n_sites`` first."""
+    if not work.live_units:
+        return {}
+    weight_refs = country_row_groups(storage, "tile_weights", ident.parameter_hash)
+    index_refs = country_row_groups(storage, "tile_index", ident.parameter_hash)
+    max_n: dict[str, int] = defaultdict(int)
+    for u in work.live_units:
+        for seg in u.segments:
+            max_n[seg.country_iso] = max(max_n[seg.country_iso], int(seg.n_sites.max()))
+    missing = sorted(iso for iso in max_n if iso not in weight_refs)
+    if missing:
+        raise InputError("E303_MISSING_WEIGHTS", f"{len(missing)} countries have sites but no tile weights",
+                         dataset="tile_weights", rows=[{"country_iso": iso} for iso in missing])
+    isos = sorted(max_n, key=lambda c: (-max_n[c], c))
+    keys = [task_key("s4", "weights", iso, token=tok) for iso in isos]
+    futs = client.map(country_prefix, [storage] * len(isos), [weight_refs[i] for i in isos],
+                      [index_refs.get(i, []) for i in isos], isos, [max_n[i] for i in isos], key=keys,
+                      priority=10**15)
+    for k, f in zip(keys, futs):
+        futures[k], stage_of[k] = f, "s4 weights"
+    return dict(zip(isos, futs))
+
+
+def _submit_units(storage: Storage, client, ident: RunIdentity, grid: Grid, countries_sha256: str, through: str,
+                  work: Work, prefixes: dict[str, Any], tok: str, futures: dict[str, Any],
+                  stage_of: dict[str, str]) -> dict[int, list]:
+    """The fused S4 → ``through`` unit tasks of every part to write; part -> its units' futures."""
+    master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     unit_futs: dict[int, list] = defaultdict(list)
-    for p in todo_parts:
-        part_units = sorted((u for u in live_units if u.part == p.index), key=lambda u: (-u.cost, u.label, u.chunk))
+    for p in work.todo_parts:
+        part_units = sorted((u for u in work.live_units if u.part == p.index),
+                            key=lambda u: (-u.cost, u.label, u.chunk))
         if not part_units:
             continue
-        keys = [task_key(through, action, u.label, u.chunk, tok) for u in part_units]
+        keys = [task_key(through, SPECS[through].action, u.label, u.chunk, tok) for u in part_units]
         with warnings.catch_warnings():
             # each unit's pairs travel once, inside its own task; Dask's "large graph" advice is about data
             # repeated across tasks, which this is not
             warnings.filterwarnings("ignore", message="Sending large graph")
-            futs = client.map(_place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
+            futs = client.map(place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
                               [[(seg.merchant_id, seg.n_sites) for seg in u.segments] for u in part_units],
-                              key=keys, priority=prio(p.index), through=through, storage=storage,
+                              key=keys, priority=_priority(work, p.index), through=through, storage=storage,
                               countries_sha256=countries_sha256, grid=grid, master=master,
                               parameter_hash=ident.parameter_hash)
         unit_futs[p.index] = futs
         for k, f in zip(keys, futs):
             futures[k], stage_of[k] = f, f"{through} units"
-    for s in to_write:
-        for p in todo_parts:
-            key = task_key(s, "write", None, p.index, tok)
-            futures[key] = client.submit(_write_part, s, storage, staging[s], progress, p.index, ident,
-                                         unit_futs[p.index], key=key, priority=prio(p.index) + 1)
-            stage_of[key] = f"{s} write"
-    try:
-        gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
-    finally:
-        client.cancel(list(futures.values()))  # release results now, not when the futures are collected
-    wall = time.perf_counter() - t_start
+    return unit_futs
 
+
+def _submit_writers(storage: Storage, client, ident: RunIdentity, attempt: Attempt, work: Work,
+                    unit_futs: dict[int, list], tok: str, futures: dict[str, Any], stage_of: dict[str, str]) -> None:
+    """One ``sN-write-<p>`` task per state to write and part, just after the part's units."""
+    for s in attempt.to_write:
+        for p in work.todo_parts:
+            key = task_key(s, "write", None, p.index, tok)
+            futures[key] = client.submit(write_part, s, storage, attempt.staging[s], attempt.progress, p.index, ident,
+                                         unit_futs[p.index], key=key, priority=_priority(work, p.index) + 1)
+            stage_of[key] = f"{s} write"
+
+
+def _publish_and_report(storage: Storage, client, ident: RunIdentity, attempt: Attempt, work: Work, wall: float,
+                        started: str) -> dict[str, Any]:
+    """Publish every state written (what its part records list), write its run report, then the RNG trace."""
+    n_parts = len(work.parts)
+    records = {s: [PartRecord.from_json(r) for r in part_records(storage, attempt.progress, s, n_parts)]
+               for s in attempt.to_write}
+    workers = Workers.of(client)
     summary: dict[str, Any] = {}
-    records = {s: part_records(storage, progress, s, len(parts)) for s in to_write}
-    peaks = worker_memory_peaks(client)
-    for s in states:
-        if s not in to_write:
+    for s in attempt.states:
+        if s not in attempt.to_write:
             summary[s] = {"skipped": True}
             continue
-        if staging[s]["data"] is not None:
-            receipt = _publish(storage, staging[s]["data"], DATASET_OF[s], tokens, expected_files(records[s], "data"))
-        else:  # published by the interrupted run; its report was not written yet
-            receipt = {"partition_path": targets[s], "sha256_hex": storage.partition_digest(targets[s])}
-        extra: dict[str, Any] = {}
-        if s in LABEL_OF:
-            if staging[s]["events"] is not None:
-                storage.publish(staging[s]["events"], ev_targets[s], "rng_events", digest=False,
-                                expected=expected_files(records[s], "events"))
-            extra["rng_events_path"] = ev_targets[s]
-        report = _state_report(s, ident, records[s], receipt, wall, peaks, client, started, len(parts),
-                               len(done_parts), extra)
-        path = write_run_report(storage, report, **tokens)
-        summary[s] = {"rows": report.rows, "seconds": wall, "report": path, "countries": report.countries}
-    if any(s in LABEL_OF for s in to_write):
-        _write_trace(storage, ident, progress, len(parts))
-    drop_progress(storage, lease, ident, progress)
-    # again: a task of a killed client on a shared cluster may have finished into its dead attempt's folders
-    lease.sweep(*targets.values(), *ev_targets.values())
+        receipt = _publish_state(storage, ident, attempt, s, records[s])
+        report = _write_report(storage, s, ident, records[s], receipt, wall, workers, started, n_parts,
+                               len(work.done_parts))
+        summary[s] = {"rows": report.data["rows"], "seconds": wall, "report": report.path,
+                      "countries": report.data["countries"]}
+    if any(s in LABEL_OF for s in attempt.to_write):
+        _write_trace(storage, ident, attempt.progress, n_parts)
     return summary
+
+
+def _publish_state(storage: Storage, ident: RunIdentity, attempt: Attempt, state: str,
+                   records: list[PartRecord]) -> dict[str, str]:
+    """Publish a state's dataset and event log from staging; the dataset's determinism receipt."""
+    staging, target = attempt.staging[state], attempt.targets[state]
+    if staging["data"] is not None:
+        digest = storage.publish(staging["data"], target, DATASET_OF[state],
+                                 expected=expected_files([r.files for r in records], "data"))
+    else:  # published by the interrupted run; its report was not written yet
+        digest = storage.partition_digest(target)
+    if state in LABEL_OF and staging["events"] is not None:
+        storage.publish(staging["events"], attempt.ev_targets[state], "rng_events", digest=False,
+                        expected=expected_files([r.files for r in records], "events"))
+    return {"partition_path": target, "sha256_hex": digest}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -461,15 +318,15 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
 def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.ndarray]:
     rel = path_for("s3_requirements", **ident.tokens)
     if not storage.is_published(rel):
-        raise InputError("E101_TILE_INDEX_MISSING", "s3_requirements is not published for this run",
+        raise InputError("E401_REQUIREMENTS_MISSING", "s3_requirements is not published for this run",
                          dataset="s3_requirements", path=storage.url(rel), hint="run S3 first (`segment1b run`)")
     tables = [storage.read_parquet(p, dataset_id="s3_requirements") for p in storage.parquet_parts(rel)]
     if not tables:
         return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, str),
                 "n_sites": np.empty(0, np.int64)}
     t = pa.concat_tables(tables)
-    return {"merchant_id": t["merchant_id"].to_numpy(), "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()),
-            "n_sites": t["n_sites"].to_numpy()}
+    return {"merchant_id": t["merchant_id"].to_numpy(),
+            "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()), "n_sites": t["n_sites"].to_numpy()}
 
 
 def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countries_sha256: str) -> None:
@@ -511,19 +368,14 @@ def _memory_bound_sites(client) -> int:
     return max(1_000, int(min(budgets) * MEMORY_FRACTION_PER_UNIT / UNIT_BYTES_PER_SITE))
 
 
-def _publish(storage: Storage, staging: str, dataset_id: str, tokens: dict[str, Any], expected) -> dict[str, str]:
-    target = path_for(dataset_id, **tokens)
-    return {"partition_path": target, "sha256_hex": storage.publish(staging, target, dataset_id, expected=expected)}
-
-
 def _write_audit_once(storage: Storage, ident: RunIdentity) -> None:
     rel = path_for("rng_audit_log", **ident.log_tokens)
     if storage.exists(rel):
         return
-    record = rng.audit_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+    record = audit_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
                                "manifest_fingerprint": ident.manifest_fingerprint,
                                "parameter_hash": ident.parameter_hash}, build_commit())
-    storage.write_bytes(rel, rng.jsonl_lines([record]))
+    storage.write_bytes(rel, jsonl_lines([record]))
 
 
 def _trace_labels(storage: Storage, ident: RunIdentity) -> set[str]:
@@ -545,54 +397,80 @@ def _write_trace(storage: Storage, ident: RunIdentity, progress: str, n_parts: i
         if LABEL_OF[s] in have or not storage.exists(posixpath.join(progress, f"{s}-{part_name(0, '.json')}")):
             continue
         events = 0
-        for rec in part_records(storage, progress, s, n_parts):
-            if not rec["events"]:
+        for rec in map(PartRecord.from_json, part_records(storage, progress, s, n_parts)):
+            if not rec.events:
                 continue
-            events += rec["events"]
-            rows.append(rng.trace_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
+            events += rec.events
+            rows.append(trace_record({"ts_utc": utc_now(), "run_id": ident.run_id, "seed": ident.seed,
                                           "parameter_hash": ident.parameter_hash,
                                           "manifest_fingerprint": ident.manifest_fingerprint},
-                                         MODULE_OF[s], LABEL_OF[s], draws_total=events * DRAWS_PER_EVENT[s],
+                                         SPECS[s].module, SPECS[s].label, draws_total=events * SPECS[s].draws_per_event,
                                          blocks_total=events, events_total=events))
-    storage.write_bytes(rel, rng.jsonl_lines(rows))
+    storage.write_bytes(rel, jsonl_lines(rows))
 
 
-def _state_report(state: str, ident: RunIdentity, records: list[dict[str, Any]], receipt: dict[str, str],
-                  wall: float, peaks: dict[str, int], client, started: str, n_parts: int, reused_parts: int,
-                  extra: dict[str, Any]) -> StateReport:
-    unit_results = [u for r in records for u in r["units"]]
-    report = StateReport(state=state, dataset=DATASET_OF[state], identity={**ident.tokens, "run_id": ident.run_id},
-                         rows=sum(r["rows"] for r in records), receipts=[receipt], wall_seconds=wall,
-                         task_cpu_seconds=sum(r.get("_cpu_s", 0.0) for r in unit_results),
-                         workers=len(client.scheduler_info()["workers"]), peak_worker_rss_bytes=peaks,
-                         countries=country_timings(unit_results), started_utc=started)
+def _write_report(storage: Storage, state: str, ident: RunIdentity, records: list[PartRecord],
+                  receipt: dict[str, str], wall: float, workers: Workers, started: str, n_parts: int,
+                  reused_parts: int) -> WrittenReport:
+    """State ``state``'s run report: §11 fields, per-country timings and the state's own counters."""
+    units = [u for r in records for u in r.units]
     rows_by_country: dict[str, int] = defaultdict(int)
     for r in records:
-        for c, n in r["countries"].items():
+        for c, n in r.countries.items():
             rows_by_country[c] += n
-    report.extra.update(extra)
-    report.extra.update(parts=n_parts, parts_reused_on_resume=reused_parts, units=len(unit_results),
-                        rows_by_country=dict(sorted(rows_by_country.items())))
-    if state == "s4":
-        report.extra.update(pairs=sum(r.get("pairs", 0) for r in records),
-                            ties_broken=sum(r.get("ties_broken", 0) for r in records))
+    extra: dict[str, Any] = {}
     if state in LABEL_OF:
-        report.extra.update(rng_events=sum(r["events"] for r in records), substream_label=LABEL_OF[state])
-    if state == "s6":
-        hist = np.zeros(64, dtype=np.int64)
-        per: dict[str, dict[str, int]] = {k: defaultdict(int) for k in
-                                           ("country_events", "country_outside_pixel", "country_outside_country")}
-        for r in records:
-            if r.get("attempt_histogram"):
-                hist += np.asarray(r["attempt_histogram"][:64])
-            for k in per:
-                for c, n in r.get(k, {}).items():
-                    per[k][c] += n
-        report.extra.update(
-            attempt_histogram={str(i + 1): int(h) for i, h in enumerate(hist) if h},
-            outside_pixel=sum(r.get("outside_pixel", 0) for r in records),
-            outside_country=sum(r.get("outside_country", 0) for r in records),
-            per_country=[{"country_iso": c, "sites": rows_by_country[c], "rng_events": per["country_events"][c],
-                          "outside_pixel": per["country_outside_pixel"][c],
-                          "outside_country": per["country_outside_country"][c]} for c in sorted(rows_by_country)])
-    return report
+        extra["rng_events_path"] = path_for("rng_events", substream_label=LABEL_OF[state], **ident.log_tokens)
+    extra.update(parts=n_parts, parts_reused_on_resume=reused_parts, units=len(units),
+                 rows_by_country=dict(sorted(rows_by_country.items())), **STATE_EXTRA[state](records, rows_by_country))
+    return write_state_report(storage, state, {**ident.tokens, "run_id": ident.run_id},
+                              rows=sum(r.rows for r in records), receipts=[receipt], wall_seconds=wall,
+                              task_cpu_seconds=sum(u.timing.cpu_s for u in units), workers=workers,
+                              countries=country_timings(units), started_utc=started, extra=extra)
+
+
+def country_timings(units: list[UnitTiming]) -> list[dict[str, Any]]:
+    """Per-country rows and seconds summed over units, slowest first (contract §11)."""
+    rows: dict[str, int] = defaultdict(int)
+    secs: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for u in units:
+        rows[u.country_iso] += u.rows
+        secs[u.country_iso] += u.timing.wall_s
+        count[u.country_iso] += 1
+    table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs[c], 4), "units": count[c]} for c in rows]
+    return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
+
+
+def _s4_extra(records: list[PartRecord], rows_by_country: dict[str, int]) -> dict[str, Any]:
+    return {"pairs": sum(r.pairs for r in records), "ties_broken": sum(r.ties_broken for r in records)}
+
+
+def _s5_extra(records: list[PartRecord], rows_by_country: dict[str, int]) -> dict[str, Any]:
+    return {"rng_events": sum(r.events for r in records), "substream_label": LABEL_OF["s5"]}
+
+
+def _s6_extra(records: list[PartRecord], rows_by_country: dict[str, int]) -> dict[str, Any]:
+    """S6's attempt histogram and, per country, sites, RNG events and rejections by cause (contract §11)."""
+    hist = np.zeros(64, dtype=np.int64)
+    per: dict[str, dict[str, int]] = {k: defaultdict(int) for k in
+                                       ("country_events", "country_outside_pixel", "country_outside_country")}
+    for r in records:
+        if r.attempt_histogram:
+            hist += np.asarray(r.attempt_histogram[:64])
+        for c, n in r.country_events.items():
+            per["country_events"][c] += n
+        for c, n in r.country_outside_pixel.items():
+            per["country_outside_pixel"][c] += n
+        for c, n in r.country_outside_country.items():
+            per["country_outside_country"][c] += n
+    return {"rng_events": sum(r.events for r in records), "substream_label": LABEL_OF["s6"],
+            "attempt_histogram": {str(i + 1): int(h) for i, h in enumerate(hist) if h},
+            "outside_pixel": sum(r.outside_pixel for r in records),
+            "outside_country": sum(r.outside_country for r in records),
+            "per_country": [{"country_iso": c, "sites": rows_by_country[c], "rng_events": per["country_events"][c],
+                             "outside_pixel": per["country_outside_pixel"][c],
+                             "outside_country": per["country_outside_country"][c]} for c in sorted(rows_by_country)]}
+
+
+STATE_EXTRA = {"s4": _s4_extra, "s5": _s5_extra, "s6": _s6_extra}

@@ -96,11 +96,12 @@ def recorded_parts(storage: Storage, progress: str, kinds: tuple[str, ...]) -> i
     return max((sum(n.startswith(f"{k}-part-") for n in names) for k in kinds), default=0)
 
 
-def expected_files(records: list[dict[str, Any]], role: str) -> list[StagedFile]:
-    """What the part writers recorded of ``role`` (``data`` or ``events``): what publishing checks."""
+def expected_files(files: list[dict[str, dict[str, Any]]], role: str) -> list[StagedFile]:
+    """What the part writers recorded of ``role`` (``data`` or ``events``), from each part record's ``files``
+    (role -> name, size and, for datasets, SHA-256): what publishing checks."""
     out = []
-    for rec in records:
-        f = rec["files"].get(role)
+    for by_role in files:
+        f = by_role.get(role)
         if f is not None:
             out.append(StagedFile(f["name"], int(f["size"]), f.get("sha256_hex")))
     return out

@@ -11,11 +11,12 @@ Every state job follows the same recipe:
 4. :func:`gather` shows progress, stops at the first contract failure (cancelling the rest) and
    re-raises it with its code;
 5. :func:`publish` checks the staging folder holds exactly what the tasks wrote, renames it into place
-   (write-once) and the job writes its run report with :func:`write_run_report`.
+   (write-once) and the job writes its run report with :func:`write_state_report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -23,15 +24,15 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
-from segment1b.contracts import path_for, report_path
+from segment1b.contracts import STATE_DATASETS, path_for, report_path
 from segment1b.errors import Segment1BError
 from segment1b.identity import build_commit, utc_now
 from segment1b.storage import StagedFile, Storage, canonical_json
 
-__all__ = ["task_key", "token_of", "gather", "publish", "StateReport", "write_run_report", "has_receipt",
-           "published_receipt", "timed", "country_timings", "quiet_contract_failures"]
+__all__ = ["task_key", "token_of", "gather", "publish", "Timing", "timed", "Workers", "StateReport", "WrittenReport",
+           "write_state_report", "has_receipt", "published_receipt", "quiet_contract_failures"]
 
 # Task keys of two processes never meet on one cluster: the scheduler would hand one client the other's
 # futures, and one client's cancel or release would break the other's (issue 14).
@@ -64,16 +65,28 @@ def task_key(state: str, action: str, country: str | None = None, index: int | N
     return "-".join(words)
 
 
-def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
-    """Wrap a task so its result dict carries its own wall and CPU seconds (``_wall_s``, ``_cpu_s``)."""
+@dataclass(frozen=True)
+class Timing:
+    """Wall and CPU seconds of one task, measured on its own thread by :func:`timed` (contract §11)."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a task so its result carries its own wall and CPU seconds.
+
+    A dataclass result with a ``timing`` field comes back with ``timing=Timing(...)``; a dict result (the S9
+    and generator tasks) gets the keys ``_wall_s`` and ``_cpu_s``.
+    """
 
     def run(*args, **kwargs):
         t0, c0 = time.perf_counter(), time.thread_time()
         result = fn(*args, **kwargs)
-        result = dict(result)
-        result["_wall_s"] = time.perf_counter() - t0
-        result["_cpu_s"] = time.thread_time() - c0
-        return result
+        timing = Timing(time.perf_counter() - t0, time.thread_time() - c0)
+        if dataclasses.is_dataclass(result):
+            return dataclasses.replace(result, timing=timing)
+        return {**result, "_wall_s": timing.wall_s, "_cpu_s": timing.cpu_s}
 
     run.__name__ = getattr(fn, "__name__", "task")
     run.__qualname__ = getattr(fn, "__qualname__", run.__name__)
@@ -100,24 +113,12 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
 
     from cluster import ClusterOptions, PauseWatchdog, scheduler_lost
 
-    out = out if out is not None else sys.stdout
     results: dict[str, Any] = {}
     if not futures:
         return results
-    stage_of = dict(stages or {k: label for k in futures})
-    totals: dict[str, int] = defaultdict(int)
-    for k in futures:
-        totals[stage_of[k]] += 1
-    done: dict[str, int] = defaultdict(int)
+    stage_of = stages or {k: label for k in futures}
+    progress = _Progress(label, {k: stage_of[k] for k in futures}, out, show)
     by_future = {f: k for k, f in futures.items()}
-    tty = hasattr(out, "isatty") and out.isatty()
-    t0 = last = time.perf_counter()
-    finished = 0
-
-    def line() -> str:
-        parts = "  ".join(f"{s} {done[s]}/{n}" for s, n in totals.items())
-        return f"  {label:<10} {parts}  {time.perf_counter() - t0:6.1f}s"
-
     # on a stall the watchdog cancels the futures: that wakes the loop, which raises the watchdog's error
     watchdog = PauseWatchdog(client, lambda: client.cancel(list(futures.values())),
                              timeout=ClusterOptions().pause_timeout)
@@ -132,21 +133,10 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
                 if fetch is None or key in fetch or fut.status == "cancelled":
                     results[key] = fut.result()  # a cancelled future raises here (a lost scheduler: below)
                 watchdog.progress()
-                finished += 1
-                stage = stage_of[key]
-                done[stage] += 1
-                if not show:
-                    continue
-                now = time.perf_counter()
-                if tty and (now - last > 0.2 or finished == len(futures)):
-                    last = now
-                    print("\r" + line(), end="\n" if finished == len(futures) else "", file=out, flush=True)
-                elif not tty and done[stage] == totals[stage]:
-                    print(f"  {stage:<22} {totals[stage]} tasks done at {now - t0:6.1f}s", file=out, flush=True)
+                progress.finished(key)
     except Exception as error:
         _cancel_quietly(client, futures)
-        if show and tty:
-            print(file=out)
+        progress.interrupted()
         lost = scheduler_lost(client, error)
         if lost is not None:
             raise lost from error
@@ -155,6 +145,43 @@ def gather(client, futures: Mapping[str, Any], label: str, out=None, *, stages: 
         _cancel_quietly(client, futures)
         raise
     return results
+
+
+class _Progress:
+    """What :func:`gather` shows: one live line on a terminal, one line per finished stage otherwise."""
+
+    def __init__(self, label: str, stage_of: dict[str, str], out, show: bool):
+        self.label, self.stage_of, self.show = label, stage_of, show
+        self.out = out if out is not None else sys.stdout
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.totals: dict[str, int] = defaultdict(int)
+        for stage in stage_of.values():
+            self.totals[stage] += 1
+        self.done: dict[str, int] = defaultdict(int)
+        self.count = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def finished(self, key: str) -> None:
+        """One more task done (the task of ``key``)."""
+        self.count += 1
+        stage = self.stage_of[key]
+        self.done[stage] += 1
+        if not self.show:
+            return
+        now = time.perf_counter()
+        every = self.count == len(self.stage_of)
+        if self.tty and (now - self.last > 0.2 or every):
+            self.last = now
+            parts = "  ".join(f"{s} {self.done[s]}/{n}" for s, n in self.totals.items())
+            print(f"\r  {self.label:<10} {parts}  {now - self.t0:6.1f}s", end="\n" if every else "", file=self.out,
+                  flush=True)
+        elif not self.tty and self.done[stage] == self.totals[stage]:
+            print(f"  {stage:<22} {self.totals[stage]} tasks done at {now - self.t0:6.1f}s", file=self.out, flush=True)
+
+    def interrupted(self) -> None:
+        """End the live line of a wait that failed."""
+        if self.show and self.tty:
+            print(file=self.out)
 
 
 def _cancel_quietly(client, futures: Mapping[str, Any]) -> None:
@@ -214,25 +241,27 @@ def quiet_contract_failures(client) -> None:
     client.register_worker_callbacks(setup=_install_filter)  # now, and on workers that join (or restart) later
 
 
-def country_timings(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per-country rows and seconds summed over units, slowest first (§11)."""
-    rows: dict[str, int] = defaultdict(int)
-    secs: dict[str, float] = defaultdict(float)
-    units: dict[str, int] = defaultdict(int)
-    for r in results:
-        c = r.get("country_iso")
-        if not c:
-            continue
-        rows[c] += int(r.get("rows", 0))
-        secs[c] += float(r.get("_wall_s", 0.0))
-        units[c] += 1
-    table = [{"country_iso": c, "rows": rows[c], "seconds": round(secs[c], 4), "units": units[c]} for c in rows]
-    return sorted(table, key=lambda t: (-t["seconds"], t["country_iso"]))
+@dataclass(frozen=True)
+class Workers:
+    """The cluster side of a run report (contract §11): workers used and their peak RSS (bytes by address)."""
+
+    count: int = 0
+    peak_rss_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, client) -> Workers:
+        """Measure now, eagerly on every worker (:func:`cluster.worker_memory_peaks`)."""
+        from cluster import worker_memory_peaks
+
+        return cls(len(client.scheduler_info().get("workers", {})), worker_memory_peaks(client))
 
 
 @dataclass
 class StateReport:
-    """What a state's run report holds (contract §11); ``extra`` carries state-specific counters."""
+    """What a state's run report holds (contract §11); ``extra`` carries state-specific counters.
+
+    Jobs build and write it with :func:`write_state_report`.
+    """
 
     state: str
     dataset: str
@@ -259,11 +288,49 @@ class StateReport:
         }
 
 
-def write_run_report(storage: Storage, report: StateReport, **tokens: Any) -> str:
-    """Write ``sN_run_report.json`` next to (never inside) the state's dataset; return its path."""
-    rel = report_path(report.state, **tokens)
-    storage.write_json(rel, report.to_dict())
-    return rel
+class WrittenReport(NamedTuple):
+    """A run report as written: where (relative to the data root) and what."""
+
+    path: str
+    data: dict[str, Any]
+
+
+def write_state_report(storage: Storage, state: str, identity: Mapping[str, Any], *, rows: int,
+                       receipts: Iterable[Mapping[str, str]] = (), wall_seconds: float = 0.0,
+                       task_cpu_seconds: float = 0.0, workers: Workers = Workers(),
+                       countries: Iterable[Mapping[str, Any]] = (), started_utc: str | None = None,
+                       extra: Mapping[str, Any] | None = None, path: str | None = None) -> WrittenReport:
+    """Write state ``sN``'s run report (contract §11) next to (never inside) its dataset.
+
+    Parameters
+    ----------
+    state : str
+        ``s0`` ... ``s9``; names the dataset (:data:`segment1b.contracts.STATE_DATASETS`).
+    identity : mapping
+        The report's identity; its tokens (parameter_hash for S1/S2, manifest_fingerprint for S0, seed,
+        manifest_fingerprint and parameter_hash otherwise) also place the report (:func:`report_path`).
+    rows, receipts, wall_seconds, task_cpu_seconds, workers, countries, started_utc
+        The §11 fields: rows emitted, determinism receipts ``{partition_path, sha256_hex}``, wall seconds of
+        the state, CPU seconds of its tasks, workers and their peak RSS, per-country rows (in the order
+        given), when the state started (default: now).
+    extra : mapping, optional
+        State-specific counters, appended after the §11 fields.
+    path : str, optional
+        Write here instead (S9's audit report).
+
+    Returns
+    -------
+    WrittenReport
+        The path written and the report's content.
+    """
+    report = StateReport(state, STATE_DATASETS[state], dict(identity), rows=rows, receipts=[dict(r) for r in receipts],
+                         wall_seconds=wall_seconds, task_cpu_seconds=task_cpu_seconds, workers=workers.count,
+                         peak_worker_rss_bytes=dict(workers.peak_rss_bytes), countries=[dict(c) for c in countries],
+                         started_utc=started_utc or utc_now(), extra=dict(extra or {}))
+    rel = path if path is not None else report_path(state, **identity)
+    data = report.to_dict()
+    storage.write_json(rel, data)
+    return WrittenReport(rel, data)
 
 
 def published_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], target: str) -> dict[str, str] | None:
@@ -287,12 +354,3 @@ def published_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], t
 def has_receipt(storage: Storage, state: str, tokens: Mapping[str, Any], target: str) -> bool:
     """True when state ``sN``'s run report holds a receipt for ``target`` (see :func:`published_receipt`)."""
     return published_receipt(storage, state, tokens, target) is not None
-
-
-def raise_first(errors: list[BaseException]) -> None:
-    """Raise the first contract failure of a list (others are summarised in its message by callers)."""
-    for e in errors:
-        if isinstance(e, Segment1BError):
-            raise e
-    if errors:
-        raise errors[0]

@@ -1,7 +1,7 @@
 """S0 gate job: verify the upstream PASS flag, then write ``s0_gate_receipt_1B`` (contract §5).
 
 No pass, no read: :func:`run_s0` reads only the small files of ``validation_bundle_1A`` through
-:class:`~segment1b.storage.Storage` and checks them with :func:`segment1b.s0_gate.verify_bundle`.  When the
+:class:`~segment1b.storage.Storage` and checks them with :func:`segment1b.s0_gate.gate_receipt`.  When the
 bundle records the digest of the outlet catalogue partition (``egress_checksums.json``, as the generator
 writes it) and a seed is given, the partition's bytes are checked against it too, so a catalogue edited
 after validation is refused here, before any row is read.
@@ -23,14 +23,14 @@ import sys
 import time
 from typing import Any
 
-from segment1b.contracts import path_for, report_path
+from segment1b.contracts import path_for
 from segment1b.errors import InputError, PublishError
 from segment1b.identity import utc_now
-from segment1b.s0_gate import (EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, check_partition_digest,
-                               recorded_partition_digest, verify_bundle)
+from segment1b.bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME
+from segment1b.s0_gate import check_partition_digest, gate_receipt, recorded_partition_digest
 from segment1b.storage import Storage, canonical_json
 
-from .runtime import StateReport
+from .runtime import write_state_report
 
 __all__ = ["run_s0", "register"]
 
@@ -75,11 +75,25 @@ def run_s0(storage: Storage, *, manifest_fingerprint: str, seed: int | None = No
     t0, c0 = time.perf_counter(), time.process_time()
     started = utc_now()
     bundle = path_for("validation_bundle_1A", manifest_fingerprint=manifest_fingerprint)
-    if not storage.is_published(bundle):
-        raise InputError("E301_NO_PASS_FLAG", "the upstream validation bundle does not exist, so the outlet "
-                         "catalogue has not passed validation and must not be read",
-                         dataset="validation_bundle_1A", path=storage.url(bundle),
-                         hint="publish the upstream 1A bundle with its _passed.flag (or run `segment1b generate`)")
+    receipt = _verify_bundle(storage, bundle, manifest_fingerprint)
+    catalogue = _check_catalogue(storage, bundle, receipt, manifest_fingerprint, seed)
+    rel = path_for("s0_gate_receipt_1B", manifest_fingerprint=manifest_fingerprint)
+    published = _publish_receipt(storage, rel, {**receipt, RECEIPT_TIME_FIELD: utc_now()})
+    report = write_state_report(
+        storage, "s0", {"manifest_fingerprint": manifest_fingerprint, "seed": seed},
+        rows=len(receipt["verified_files"]), receipts=[{"partition_path": rel, "sha256_hex": published["sha256_hex"]}],
+        wall_seconds=time.perf_counter() - t0, task_cpu_seconds=time.process_time() - c0, started_utc=started,
+        extra={"flag_sha256_hex": receipt["flag_sha256_hex"], "bundle_path": bundle,
+               "verified_files": receipt["verified_files"], "catalogue": catalogue,
+               "receipt_reused": published["reused"]})
+    print(f"  S0 gate PASS: {len(receipt['verified_files'])} bundle files match sha256_hex = "
+          f"{receipt['flag_sha256_hex'][:16]}..." + (" and the catalogue partition digest" if
+                                                   catalogue["checked_against_bundle"] else ""), file=out)
+    return {"receipt": published["receipt"], "receipt_path": rel, "report_path": report.path, "catalogue": catalogue}
+
+
+def _bundle_member(storage: Storage, bundle: str):
+    """A reader of the files listed in a bundle (``FileNotFoundError`` for a missing one)."""
 
     def read_member(path: str) -> bytes:
         rel = posixpath.join(bundle, path)
@@ -87,44 +101,41 @@ def run_s0(storage: Storage, *, manifest_fingerprint: str, seed: int | None = No
             raise FileNotFoundError(path)
         return storage.read_bytes(rel)
 
-    receipt = verify_bundle(_read_optional(storage, bundle + INDEX_NAME), read_member,
-                            _read_optional(storage, bundle + FLAG_NAME),
-                            manifest_fingerprint=manifest_fingerprint, bundle_path=bundle)
+    return read_member
 
+
+def _verify_bundle(storage: Storage, bundle: str, manifest_fingerprint: str) -> dict[str, Any]:
+    """The upstream bundle's verification receipt (E301 when there is no bundle or it does not verify)."""
+    if not storage.is_published(bundle):
+        raise InputError("E301_NO_PASS_FLAG", "the upstream validation bundle does not exist, so the outlet "
+                         "catalogue has not passed validation and must not be read",
+                         dataset="validation_bundle_1A", path=storage.url(bundle),
+                         hint="publish the upstream 1A bundle with its _passed.flag (or run `segment1b generate`)")
+    return gate_receipt(_read_optional(storage, bundle + INDEX_NAME), _read_optional(storage, bundle + FLAG_NAME),
+                        _bundle_member(storage, bundle), manifest_fingerprint=manifest_fingerprint, bundle_path=bundle)
+
+
+def _check_catalogue(storage: Storage, bundle: str, receipt: dict[str, Any], manifest_fingerprint: str,
+                     seed: int | None) -> dict[str, Any]:
+    """The catalogue partition of ``seed`` against the digest the bundle records for it, if it records one."""
     catalogue: dict[str, Any] = {"checked_against_bundle": False}
-    if seed is not None:
-        target = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=manifest_fingerprint)
-        catalogue["partition_path"] = target
-        listed = {f["path"] for f in receipt["verified_files"]}
-        expected = (recorded_partition_digest(read_member(EGRESS_CHECKSUMS_NAME), target)
-                    if EGRESS_CHECKSUMS_NAME in listed else None)
-        if expected is not None:
-            if not storage.is_published(target):
-                raise InputError("E305_PARQUET_UNREADABLE", "the upstream bundle vouches for an outlet_catalogue "
-                                 "partition that does not exist", dataset="outlet_catalogue",
-                                 path=storage.url(target))
-            actual = storage.partition_digest(target)
-            check_partition_digest(expected, actual, dataset="outlet_catalogue", path=storage.url(target))
-            catalogue.update({"checked_against_bundle": True, "sha256_hex": actual})
-
-    rel = path_for("s0_gate_receipt_1B", manifest_fingerprint=manifest_fingerprint)
-    published = _publish_receipt(storage, rel, {**receipt, RECEIPT_TIME_FIELD: utc_now()})
-
-    report = StateReport(state="s0", dataset="s0_gate_receipt_1B",
-                         identity={"manifest_fingerprint": manifest_fingerprint, "seed": seed},
-                         rows=len(receipt["verified_files"]), started_utc=started,
-                         receipts=[{"partition_path": rel, "sha256_hex": published["sha256_hex"]}],
-                         extra={"flag_sha256_hex": receipt["flag_sha256_hex"], "bundle_path": bundle,
-                                "verified_files": receipt["verified_files"], "catalogue": catalogue,
-                                "receipt_reused": published["reused"]})
-    report.wall_seconds = time.perf_counter() - t0
-    report.task_cpu_seconds = time.process_time() - c0
-    report_rel = report_path("s0", manifest_fingerprint=manifest_fingerprint)
-    storage.write_json(report_rel, report.to_dict())
-    print(f"  S0 gate PASS: {len(receipt['verified_files'])} bundle files match sha256_hex = "
-          f"{receipt['flag_sha256_hex'][:16]}..." + (" and the catalogue partition digest" if
-                                                   catalogue["checked_against_bundle"] else ""), file=out)
-    return {"receipt": published["receipt"], "receipt_path": rel, "report_path": report_rel, "catalogue": catalogue}
+    if seed is None:
+        return catalogue
+    target = path_for("outlet_catalogue", seed=seed, manifest_fingerprint=manifest_fingerprint)
+    catalogue["partition_path"] = target
+    listed = {f["path"] for f in receipt["verified_files"]}
+    if EGRESS_CHECKSUMS_NAME not in listed:
+        return catalogue
+    expected = recorded_partition_digest(_bundle_member(storage, bundle)(EGRESS_CHECKSUMS_NAME), target)
+    if expected is None:
+        return catalogue
+    if not storage.is_published(target):
+        raise InputError("E305_PARQUET_UNREADABLE", "the upstream bundle vouches for an outlet_catalogue "
+                         "partition that does not exist", dataset="outlet_catalogue", path=storage.url(target))
+    actual = storage.partition_digest(target)
+    check_partition_digest(expected, actual, dataset="outlet_catalogue", path=storage.url(target))
+    catalogue.update({"checked_against_bundle": True, "sha256_hex": actual})
+    return catalogue
 
 
 def _publish_receipt(storage: Storage, rel: str, receipt: dict) -> dict:

@@ -34,17 +34,17 @@ from typing import Any, Collection
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.errors import InputError, Segment1BError
 from segment1b.identity import RunIdentity
-from segment1b.s3_requirements import (READ_COLUMNS, STRING_COLUMNS, UnitRuns, UnitSummary, check_footer_schema,
-                                       first_failure, owned_runs, plan_output, reduce_unit, requirements_table,
-                                       stitch, stitchable)
+from segment1b.s3_requirements import (READ_COLUMNS, STRING_COLUMNS, Stitched, UnitRuns, UnitSummary,
+                                       check_footer_schema, first_failure, owned_runs, plan_output, reduce_unit,
+                                       requirements_table, stitch, stitchable)
 from segment1b.lease import Lease
 from segment1b.storage import StagedFile, Storage, part_name, write_parquet_bytes
 
-from .runtime import (StateReport, gather, publish, published_receipt, task_key, timed, token_of,
-                      write_run_report)
+from .runtime import (Timing, Workers, WrittenReport, gather, publish, published_receipt, task_key, timed, token_of,
+                      write_state_report)
 from .s0 import run_s0
 
-__all__ = ["run_s3", "plan_read_units", "ReadUnit", "reduce_task", "write_task", "register",
+__all__ = ["run_s3", "plan_read_units", "ReadUnit", "reduce_task", "write_task", "WrittenPart", "register",
            "DEFAULT_UNIT_ROWS", "DEFAULT_PAIRS_PER_PART"]
 
 DEFAULT_UNIT_ROWS = 2_000_000  # rows per read unit: ~100 MB of worker memory at most
@@ -113,7 +113,22 @@ def summary_of(result: tuple[UnitSummary, UnitRuns]) -> UnitSummary:
     return result[0]
 
 
-def write_task(storage: Storage, staging: str, index: int, pieces: list[tuple]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WrittenPart:
+    """What an S3 write task staged: the part file's name, rows, size and SHA-256 (and the task's timing)."""
+
+    part: str
+    rows: int
+    bytes: int
+    sha256_hex: str
+    timing: Timing = Timing()
+
+    @property
+    def staged(self) -> StagedFile:
+        return StagedFile(self.part, self.bytes, self.sha256_hex)
+
+
+def write_task(storage: Storage, staging: str, index: int, pieces: list[tuple]) -> WrittenPart:
     """Task: build output part ``index`` from slices and write it into the staging folder.
 
     ``pieces`` are ``(reduce result, lo, hi, continues, last_n)``: owned runs ``lo..hi-1`` of a unit (see
@@ -128,8 +143,7 @@ def write_task(storage: Storage, staging: str, index: int, pieces: list[tuple]) 
     data = write_parquet_bytes(requirements_table(slices), dataset("s3_requirements"), encodings=ENCODINGS)
     name = part_name(index)
     storage.write_part(staging, name, data)
-    return {"part": name, "rows": sum(len(s) for s in slices), "bytes": len(data),
-            "sha256_hex": hashlib.sha256(data).hexdigest()}
+    return WrittenPart(name, sum(len(s) for s in slices), len(data), hashlib.sha256(data).hexdigest())
 
 
 def _footer(storage: Storage, rel: str) -> tuple[str, list[int], Segment1BError | None]:
@@ -184,22 +198,27 @@ def run_s3(storage: Storage, client, identity: RunIdentity, *, countries_with_we
                        unit_rows=unit_rows, pairs_per_part=pairs_per_part, show=show)
 
 
+class _Laps:
+    """Wall seconds of the job's steps, in order (the report's ``timings_seconds``)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.last, 4)
+        self.last = now
+
+
 def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, countries_with_weights: Collection[str],
             out, unit_rows: int, pairs_per_part: int, show: bool) -> dict[str, Any]:
-    from cluster import reset_worker_memory_peaks, worker_memory_peaks
+    from cluster import reset_worker_memory_peaks
 
     out = out if out is not None else sys.stdout
-    t0 = time.perf_counter()
-    report = StateReport(state="s3", dataset="s3_requirements", identity=dict(identity.tokens))
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - since, 4)
-        return now
-
+    laps = _Laps()
     gate = run_s0(storage, manifest_fingerprint=identity.manifest_fingerprint, seed=identity.seed, out=out)
-    t = lap("s0_gate", t0)
+    laps.lap("s0_gate")
     target = path_for("s3_requirements", **identity.tokens)
     lease.sweep(target)  # staging of dead attempts: under the lease nobody else is alive
     done = _published_and_intact(storage, identity, target)
@@ -208,8 +227,43 @@ def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, co
               file=out)
         return {**done, "report_path": report_path("s3", **identity.tokens), "skipped": True}
     reset_worker_memory_peaks(client)
-
     catalogue = path_for("outlet_catalogue", seed=identity.seed, manifest_fingerprint=identity.manifest_fingerprint)
+    parts, units = _plan_read_units(storage, catalogue, unit_rows)
+    laps.lap("footers")
+    # the token covers everything a task's result depends on, and this attempt (keys are never shared)
+    token = token_of("s3", storage.root_url, identity.seed, identity.manifest_fingerprint, identity.parameter_hash,
+                     unit_rows, pairs_per_part, lease.attempt)
+    reduced, summaries_f = _submit_reduce(storage, client, identity, units, token)
+    writes: dict[str, Any] = {}
+    try:
+        summaries = sorted(gather(client, summaries_f, "s3 requirements", out, show=show).values(),
+                           key=lambda s: s.unit)
+        laps.lap("reduce")
+        stitched = _stitch(summaries, countries_with_weights)
+        plan = plan_output(stitched.owned, pairs_per_part)
+        laps.lap("stitch")
+        staging = lease.staging_path(target)  # this attempt's: no other run writes into it or removes it
+        _submit_writes(storage, client, staging, plan, reduced, stitched, token, writes)
+        written = list(gather(client, writes, "s3 write", out, show=show).values())
+    finally:
+        # forget the keys now (synchronously), so that a rerun with the same keys recomputes instead of
+        # finding these results (the unit runs also free worker memory here)
+        client.cancel(list(reduced.values()) + list(summaries_f.values()) + list(writes.values()))
+    laps.lap("write")
+    receipt = publish(storage, "s3_requirements", staging, **identity.tokens, expected=[w.staged for w in written])
+    lease.sweep(target)  # a killed client's task on a shared cluster may have finished into its dead folder
+    laps.lap("publish")
+    report = _write_report(storage, client, identity, laps, receipt, stitched, summaries, written,
+                           {"catalogue_parts": len(parts), "read_units": len(units), "output_parts": len(plan)},
+                           gate)
+    print(f"  S3 requirements: {stitched.pairs:,} pairs, {stitched.sites:,} sites in "
+          f"{len(stitched.sites_by_country)} countries -> {len(plan)} parts, {report.data['wall_seconds']:.2f} s",
+          file=out)
+    return {**report.data, "report_path": report.path}
+
+
+def _plan_read_units(storage: Storage, catalogue: str, unit_rows: int) -> tuple[list[str], list[ReadUnit]]:
+    """The catalogue's part files and read units, from the part footers (E304/E305/E311 before any task)."""
     parts = storage.parquet_parts(catalogue)
     if not parts:
         raise InputError("E305_PARQUET_UNREADABLE", "the outlet_catalogue partition has no part files",
@@ -224,76 +278,63 @@ def _run_s3(storage: Storage, client, identity: RunIdentity, lease: Lease, *, co
                          "files: there are no sites to place", dataset="outlet_catalogue",
                          path=storage.url(catalogue), hint="check the upstream export (seed and "
                          "manifest_fingerprint of the catalogue); S3 publishes nothing for an empty catalogue")
-    units = plan_read_units([(rel, sizes) for rel, sizes, _ in footers], unit_rows)
-    t = lap("footers", t)
+    return parts, plan_read_units([(rel, sizes) for rel, sizes, _ in footers], unit_rows)
 
-    # the token covers everything a task's result depends on, and this attempt (keys are never shared)
-    token = token_of("s3", storage.root_url, identity.seed, identity.manifest_fingerprint, identity.parameter_hash,
-                     unit_rows, pairs_per_part, lease.attempt)
+
+def _submit_reduce(storage: Storage, client, identity: RunIdentity, units: list[ReadUnit],
+                   token: str) -> tuple[dict[int, Any], dict[str, Any]]:
+    """One reduce task per read unit (its runs stay on the worker) and one summary task for the client."""
     reduced: dict[int, Any] = {}
-    summaries_f: dict[str, Any] = {}
-    writes: dict[str, Any] = {}
+    summaries: dict[str, Any] = {}
     for u in units:
         key = task_key("s3", "requirements", index=u.index, token=token)
         reduced[u.index] = client.submit(reduce_task, storage, u, manifest_fingerprint=identity.manifest_fingerprint,
                                          seed=identity.seed, key=key, priority=u.rows)
         skey = task_key("s3", "summary", index=u.index, token=token)
-        summaries_f[skey] = client.submit(summary_of, reduced[u.index], key=skey, priority=u.rows)
-    try:
-        got = gather(client, summaries_f, "s3 requirements", out, show=show)
-        summaries = sorted(got.values(), key=lambda s: s.unit)
-        t = lap("reduce", t)
-        failures = [f for s in summaries for f in s.failures]
-        stitched = stitch(summaries, countries_with_weights=countries_with_weights) if stitchable(summaries) else None
-        failure = first_failure(failures + (stitched.failures if stitched is not None else []))
-        if failure is not None:
-            raise failure
-        plan = plan_output(stitched.owned, pairs_per_part)
-        t = lap("stitch", t)
+        summaries[skey] = client.submit(summary_of, reduced[u.index], key=skey, priority=u.rows)
+    return reduced, summaries
 
-        staging = lease.staging_path(target)  # this attempt's: no other run writes into it or removes it
-        for j, pieces in enumerate(plan):
-            key = task_key("s3", "write", index=j, token=token)
-            args = [(reduced[u], lo, hi, stitched.continues[u], stitched.last_n.get(u)) for u, lo, hi in pieces]
-            writes[key] = client.submit(timed(write_task), storage, staging, j, args, key=key, priority=-j)
-        written = gather(client, writes, "s3 write", out, show=show)
-    finally:
-        # forget the keys now (synchronously), so that a rerun with the same keys recomputes instead of
-        # finding these results (the unit runs also free worker memory here)
-        client.cancel(list(reduced.values()) + list(summaries_f.values()) + list(writes.values()))
-    t = lap("write", t)
-    receipt = publish(storage, "s3_requirements", staging, **identity.tokens,
-                      expected=[StagedFile(w["part"], w["bytes"], w["sha256_hex"]) for w in written.values()])
-    lease.sweep(target)  # a killed client's task on a shared cluster may have finished into its dead folder
-    lap("publish", t)
 
-    report.rows = stitched.pairs
-    report.receipts = [receipt]
-    report.wall_seconds = time.perf_counter() - t0
-    report.task_cpu_seconds = sum(s.cpu_seconds for s in summaries) + sum(w["_cpu_s"] for w in written.values())
-    report.workers = len(client.scheduler_info().get("workers", {}))
-    report.peak_worker_rss_bytes = worker_memory_peaks(client)
-    report.countries = sorted(({"country_iso": c, "rows": s, "sites": s, "pairs": stitched.pairs_by_country[c]}
-                               for c, s in stitched.sites_by_country.items()),
-                              key=lambda r: (-r["sites"], r["country_iso"]))
-    report.extra = {
-        "catalogue_rows": stitched.sites, "pairs": stitched.pairs, "sites": stitched.sites,
-        "countries_with_sites": len(stitched.sites_by_country), "catalogue_parts": len(parts),
-        "read_units": len(units), "output_parts": len(plan), "pairs_spanning_parts": sum(stitched.continues),
-        "s0_receipt": {"partition_path": gate["receipt_path"],
-                       "flag_sha256_hex": gate["receipt"]["flag_sha256_hex"]},
-        "timings_seconds": timings,
-        "task_seconds": {"reduce": round(sum(s.seconds for s in summaries), 4),
-                         "write": round(sum(w["_wall_s"] for w in written.values()), 4)},
-        "countries_note": "S3 is one pass over merchant-major parts, not per-country work: per-country rows are "
-                          "sites; no per-country seconds",
-    }
-    report_rel = write_run_report(storage, report, **identity.tokens)
-    print(f"  S3 requirements: {stitched.pairs:,} pairs, {stitched.sites:,} sites in "
-          f"{len(stitched.sites_by_country)} countries -> {len(plan)} parts, {report.wall_seconds:.2f} s", file=out)
-    result = report.to_dict()
-    result["report_path"] = report_rel
-    return result
+def _stitch(summaries: list[UnitSummary], countries_with_weights: Collection[str]) -> Stitched:
+    """The units' boundary runs stitched; the first failure of any unit or of the stitch is raised."""
+    failures = [f for s in summaries for f in s.failures]
+    stitched = stitch(summaries, countries_with_weights=countries_with_weights) if stitchable(summaries) else None
+    failure = first_failure(failures + (stitched.failures if stitched is not None else []))
+    if failure is not None:
+        raise failure
+    return stitched
+
+
+def _submit_writes(storage: Storage, client, staging: str, plan: list, reduced: dict[int, Any], stitched: Stitched,
+                   token: str, writes: dict[str, Any]) -> None:
+    """One write task per output part, into ``writes`` (key -> future), first parts first."""
+    for j, pieces in enumerate(plan):
+        key = task_key("s3", "write", index=j, token=token)
+        args = [(reduced[u], lo, hi, stitched.continues[u], stitched.last_n.get(u)) for u, lo, hi in pieces]
+        writes[key] = client.submit(timed(write_task), storage, staging, j, args, key=key, priority=-j)
+
+
+def _write_report(storage: Storage, client, identity: RunIdentity, laps: _Laps, receipt: dict[str, str],
+                  stitched: Stitched, summaries: list[UnitSummary], written: list[WrittenPart],
+                  layout: dict[str, int], gate: dict[str, Any]) -> WrittenReport:
+    """The S3 run report (contract §11); per-country rows are sites (S3 is not per-country work)."""
+    countries = sorted(({"country_iso": c, "rows": s, "sites": s, "pairs": stitched.pairs_by_country[c]}
+                        for c, s in stitched.sites_by_country.items()), key=lambda r: (-r["sites"], r["country_iso"]))
+    return write_state_report(
+        storage, "s3", identity.tokens, rows=stitched.pairs, receipts=[receipt],
+        wall_seconds=time.perf_counter() - laps.start,
+        task_cpu_seconds=sum(s.cpu_seconds for s in summaries) + sum(w.timing.cpu_s for w in written),
+        workers=Workers.of(client), countries=countries, extra={
+            "catalogue_rows": stitched.sites, "pairs": stitched.pairs, "sites": stitched.sites,
+            "countries_with_sites": len(stitched.sites_by_country), **layout,
+            "pairs_spanning_parts": sum(stitched.continues),
+            "s0_receipt": {"partition_path": gate["receipt_path"],
+                           "flag_sha256_hex": gate["receipt"]["flag_sha256_hex"]},
+            "timings_seconds": laps.seconds,
+            "task_seconds": {"reduce": round(sum(s.seconds for s in summaries), 4),
+                             "write": round(sum(w.timing.wall_s for w in written), 4)},
+            "countries_note": "S3 is one pass over merchant-major parts, not per-country work: per-country rows are "
+                              "sites; no per-country seconds"})
 
 
 def _published_and_intact(storage: Storage, identity: RunIdentity, target: str) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""Common command-line options (data root, cluster) and the session they open: Storage + Client."""
+"""Common command-line options (data root, run identity, leases, cluster) and the session they open: Storage +
+Client."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Iterator
 
 from segment1b.storage import Storage
 
-from .argtypes import cluster_option, seconds, storage_options
+from .argtypes import cluster_option, hex64, seconds, seed, storage_options
 
-__all__ = ["add_root_options", "add_lease_options", "add_cluster_options", "storage_from_args", "open_session"]
+__all__ = ["add_root_options", "add_identity_options", "add_lease_options", "add_cluster_options",
+           "storage_from_args", "open_session"]
 
 
 def add_root_options(p: argparse.ArgumentParser) -> None:
@@ -19,6 +21,13 @@ def add_root_options(p: argparse.ArgumentParser) -> None:
                    help="data root: a folder or an fsspec URL every worker can reach (s3://bucket/prefix)")
     p.add_argument("--storage-options", type=storage_options, default=None, metavar="JSON",
                    help='fsspec options for the data root, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
+
+
+def add_identity_options(p: argparse.ArgumentParser) -> None:
+    """``--seed`` and ``--fingerprint`` of the run a command reads (both required)."""
+    p.add_argument("--seed", required=True, type=seed, help="run seed (u64)")
+    p.add_argument("--fingerprint", required=True, type=hex64, metavar="F",
+                   help="manifest_fingerprint (64 hex)")
 
 
 def add_lease_options(p: argparse.ArgumentParser) -> None:

@@ -4,11 +4,11 @@ One task per part number, ``s9-surface-NNN-<token>``: the three surfaces share p
 writes part ``NNN`` of each), so a task reads part ``NNN`` of each.  The tile sets are the same when the raw
 ``country_iso`` and ``tile_id`` column chunks are byte-identical in the three files (the usual case: nothing
 decoded but the weights); otherwise the task decodes the columns of
-:data:`segment1b.s9_validation.SURFACE_COLUMNS` and :func:`segment1b.s9_validation.check_part_surfaces` names
+:data:`segment1b.s9.SURFACE_COLUMNS` and :func:`segment1b.s9.check_part_surfaces` names
 every tile missing from a surface.  The client sums the weights per country over all parts
-(:func:`segment1b.s9_validation.check_weight_sums`: Σ weight_fp = 10^dp).  The partition digests (compared
+(:func:`segment1b.s9.check_weight_sums`: Σ weight_fp = 10^dp).  The partition digests (compared
 with the S1/S2 run reports' receipts, and listed with every file in the bundle) come from the ``s9-digest``
-tasks of :mod:`jobs.validate`, which read every byte once anyway.
+tasks of :mod:`jobs.validate_tasks`, which read every byte once anyway.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from segment1b import s9_validation as s9
+from segment1b import s9
 from segment1b.contracts import dataset, path_for
 from segment1b.storage import Storage
 
 from .parts import part_files
-from .runtime import task_key, timed
+from .runtime import task_key
+from .validate_tasks import TaskResult, timed_task
 
 __all__ = ["submit_surface_tasks", "surface_checks"]
 
@@ -102,7 +103,7 @@ def _constant(meta, column: str):
     return values.pop() if len(values) == 1 else None
 
 
-def _surface_task(storage: Storage, part: int, rels: dict[str, str | None]) -> dict[str, Any]:
+def _surface_task(storage: Storage, part: int, rels: dict[str, str | None]) -> TaskResult:
     """Task ``s9-surface-NNN``: one part of the three surfaces holds one tile set; per-country weight sums.
 
     Usual case: the key column chunks are byte-identical in the three files (no tile id decoded) and only
@@ -126,7 +127,7 @@ def _surface_task(storage: Storage, part: int, rels: dict[str, str | None]) -> d
                                                               s9.SURFACE_COLUMNS[ds])
                   for ds, rel in rels.items()}
         summary = s9.check_part_surfaces(part, tables, findings)
-    return {"kind": "surface", "part": part, "findings": findings.to_list(), "summary": summary, "files": {}}
+    return TaskResult("surface", part, findings.to_list(), summary)
 
 
 def submit_surface_tasks(storage: Storage, client, parameter_hash: str, tok: str, futures: dict[str, Any],
@@ -154,15 +155,15 @@ def submit_surface_tasks(storage: Storage, client, parameter_hash: str, tok: str
         job = {ds: parts[ds].get(i) for ds in s9.SURFACES}
         key = task_key("s9", "surface", None, i, tok)
         size = sum(storage.fs.size(storage.abspath(r)) for r in job.values() if r is not None)
-        futures[key] = client.submit(timed(_surface_task), storage, i, job, key=key, priority=int(size))
+        futures[key] = client.submit(timed_task(_surface_task), storage, i, job, key=key, priority=int(size))
         stages[key] = "s9 surface"
     return dict(rels)
 
 
-def surface_checks(results: list[dict[str, Any]], dp: int | None, findings: s9.Findings) -> dict[str, Any]:
+def surface_checks(results: list[TaskResult], dp: int | None, findings: s9.Findings) -> dict[str, Any]:
     """The global part of the surface checks (weights per country over all parts); the bundle's counts."""
-    results = sorted(results, key=lambda r: r["part"])
-    weights = s9.check_weight_sums((r["summary"]["weights"] for r in results), dp, findings)
-    rows = {ds: sum(r["summary"]["rows"].get(ds) or 0 for r in results) for ds in s9.SURFACES}
+    results = sorted(results, key=lambda r: r.part)
+    weights = s9.check_weight_sums((r.summary["weights"] for r in results), dp, findings)
+    rows = {ds: sum(r.summary["rows"].get(ds) or 0 for r in results) for ds in s9.SURFACES}
     return {"surface_tiles": {"parts": len(results), "tiles": rows},
             "surface_weights": {**weights, "dp": dp}}

@@ -14,8 +14,7 @@ import time
 
 from segment1b.reader import check_flag
 
-from .session import storage_from_args
-from .validate import add_identity_options
+from .session import add_identity_options, storage_from_args
 
 __all__ = ["register", "main"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError", "fail"]
+__all__ = ["FAILURE_CODES", "Segment1BError", "InputError", "IntegrityError", "PublishError", "BusyError"]
 
 # code -> what it means.  The single place that defines which codes exist.
 FAILURE_CODES: dict[str, str] = {
@@ -44,7 +44,8 @@ FAILURE_CODES: dict[str, str] = {
     "E310_PARAMETER_HASH_MISMATCH": "parameter_hash does not match the parameters of the inputs",
     "E311_EMPTY_CATALOGUE": "the outlet catalogue partition holds no rows: there is nothing to place",
     "E314_SITE_ORDER_INTEGRITY": "site_order is not exactly 1..n within a (merchant, country) pair",
-    # S4 allocation (contract §6)
+    # S4 allocation (contract §6); E401 is a project-defined input check
+    "E401_REQUIREMENTS_MISSING": "s3_requirements is not published for this run: S4 has nothing to allocate",
     "E404_ALLOCATION_MISMATCH": "allocated sites do not sum to n_sites",
     "E416_NUMERIC_OVERFLOW": "weight_fp * n_sites does not fit in 64 bits",
     # S5 site -> tile (contract §7)
@@ -190,8 +191,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def fail(cls: type[Segment1BError], code: str, message: str, **where: Any) -> None:
-    """Raise ``cls(code, message, **where)``; reads well at check sites."""
-    raise cls(code, message, **where)

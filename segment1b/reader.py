@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import s9_manifest
-from . import s9_validation as s9
+from .bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, INDEX_NAME, SEGMENT_1B, verify_bundle, verify_egress
 from .contracts import check_token, path_for
 from .errors import IntegrityError
 from .storage import Storage
@@ -123,12 +123,12 @@ def check_flag(data_root: str, seed: int, fingerprint: str, *, storage_options: 
             raise FileNotFoundError(p)
         return data
 
-    digest = s9.verify_bundle(_read_optional(storage, bundle + s9.INDEX_NAME),
-                              _read_optional(storage, bundle + s9.FLAG_NAME), read_member, where=where)
+    digest = verify_bundle(_read_optional(storage, bundle + INDEX_NAME), _read_optional(storage, bundle + FLAG_NAME),
+                           read_member, rules=SEGMENT_1B, where=where).flag_sha256_hex
     rel = path_for("site_locations", seed=seed, manifest_fingerprint=fingerprint)
     egress = ({name: storage.file_sha256(rel + name) for name in storage.list_files(rel)}
               if storage.is_published(rel) else {})
-    s9.verify_egress(read_member("egress_checksums.json"), rel, egress, where=where)
+    verify_egress(read_member(EGRESS_CHECKSUMS_NAME), rel, egress, where=where)
     try:
         manifest = json.loads(read_member("MANIFEST.json"))
         files = s9_manifest.listed_files(manifest)

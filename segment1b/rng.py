@@ -1,4 +1,4 @@
-"""Counter-based RNG of S5/S6: Philox 2x64-10, keyed substreams, uniforms and RNG event logs (contract §9).
+"""Counter-based RNG of S5/S6: Philox 2x64-10, keyed substreams and uniforms (contract §9).
 
 Every draw is addressed by (substream, counter offset), never by chunk, worker or call order, so any
 partitioning of the work gives the same numbers.  A substream is a Philox key plus a 128-bit starting
@@ -11,31 +11,23 @@ Philox at counter ``start + k``.
   ``u_lon = u01(x0)``, ``u_lat = u01(x1)``.
 
 Everything is vectorised over NumPy ``uint64`` arrays.  SHA-256 is the one per-site Python step
-(hashlib on fixed-length records built with NumPy).  Event logs are written and read as JSON lines
-with Arrow compute, so S5/S6/S9 never loop over events in Python.  The module is pure: no file I/O,
-no Dask and no clock (the envelope's ``ts_utc`` is handed in).
+(hashlib on fixed-length records built with NumPy).  The module is pure: no file I/O, no Dask and no
+clock.  The log of the draws (JSON-lines events, audit and trace records, and the one reader of them) is
+:mod:`segment1b.rng_events`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import re
 import struct
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 __all__ = [
-    "PHILOX_M", "PHILOX_W", "ALGORITHM", "S5_MODULE", "S5_LABEL", "S6_MODULE", "S6_LABEL", "ENVELOPE_KEYS",
-    "philox2x64_10", "counter_add", "u01", "block_at",
-    "master_material", "root_stream", "s5_substreams", "s6_substreams",
-    "s5_events_jsonl", "s6_events_jsonl", "read_events", "EVENT_SCHEMAS", "audit_record", "trace_record",
-    "jsonl_lines",
+    "PHILOX_M", "PHILOX_W", "ALGORITHM", "S5_MODULE", "S5_LABEL", "S6_MODULE", "S6_LABEL",
+    "philox2x64_10", "counter_add", "u01", "block_at", "master_material", "s5_substreams", "s6_substreams",
 ]
 
 PHILOX_M = 0xD2B74407B1CE6E93
@@ -45,10 +37,6 @@ S5_MODULE = "1B.s5_site_tile_assignment"
 S5_LABEL = "site_tile_assign"
 S6_MODULE = "1B.S6.jitter"
 S6_LABEL = "in_cell_jitter"
-_MODULE_OF_LABEL = {S5_LABEL: S5_MODULE, S6_LABEL: S6_MODULE}
-
-#: Keys of the run envelope, in the order they open every event line.
-ENVELOPE_KEYS = ("ts_utc", "run_id", "seed", "parameter_hash", "manifest_fingerprint")
 
 _U64_MAX = 2**64 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -65,11 +53,10 @@ _TWO32 = float(2**32)
 _TWO_M64 = 2.0**-64
 _U_MAX = float.fromhex("0x1.fffffffffffffp-1")  # largest double below 1.0 (§9: u == 1.0 is replaced by it)
 
-# Work in row chunks that stay in CPU cache (Philox) or reuse allocator pages (hashing, JSONL):
+# Work in row chunks that stay in CPU cache (Philox) or reuse allocator pages (hashing):
 # fresh multi-hundred-MB buffers cost more in page faults than the arithmetic itself.
 _PHILOX_CHUNK = 1 << 14
 _HASH_CHUNK = 1 << 15
-_JSONL_CHUNK = 1 << 15
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -334,18 +321,6 @@ def master_material(seed: int, manifest_fingerprint: str) -> bytes:
     return hashlib.sha256(_enc_str("mlr:1A.master") + fingerprint + seed_bytes).digest()
 
 
-def root_stream(seed: int, manifest_fingerprint: str) -> tuple[int, int, int]:
-    """The run's root stream (key, counter_hi, counter_lo), read from the master material like a substream.
-
-    Examples
-    --------
-    >>> root_stream(42, "ab" * 32)
-    (4650864952112294517, 8992933987846200568, 8478861205945027392)
-    """
-    key, hi, lo = _stream_of(master_material(seed, manifest_fingerprint))
-    return int(key[0]), int(hi[0]), int(lo[0])
-
-
 def _substreams(master: bytes, label: str, state: str, rows: np.ndarray,
                 parameter_hash: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Substream of each row: SHA256(master ‖ enc(mlr:1A) ‖ enc(label) ‖ components).
@@ -481,352 +456,3 @@ def s6_substreams(master: bytes, merchant_id: Any, iso: Any, site_order: Any,
     """
     rows, shape = _site_rows(merchant_id, iso, site_order)
     return tuple(a.reshape(shape) for a in _substreams(master, S6_LABEL, "state:s6", rows, parameter_hash))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Event logs (JSON lines)
-
-_ENVELOPE_FIELDS = [("ts_utc", pa.string()), ("run_id", pa.string()), ("seed", pa.uint64()),
-                    ("parameter_hash", pa.string()), ("manifest_fingerprint", pa.string()),
-                    ("module", pa.string()), ("substream_label", pa.string()),
-                    ("rng_counter_before_lo", pa.uint64()), ("rng_counter_before_hi", pa.uint64()),
-                    ("rng_counter_after_lo", pa.uint64()), ("rng_counter_after_hi", pa.uint64()),
-                    ("draws", pa.string()), ("blocks", pa.uint64())]
-_SITE_FIELDS = [("merchant_id", pa.uint64()), ("legal_country_iso", pa.string()), ("site_order", pa.int64()),
-                ("tile_id", pa.uint64())]
-EVENT_SCHEMAS = {
-    S5_LABEL: pa.schema(_ENVELOPE_FIELDS + _SITE_FIELDS + [("u", pa.float64())]),
-    S6_LABEL: pa.schema(_ENVELOPE_FIELDS + _SITE_FIELDS + [
-        ("attempt_index", pa.int64()), ("accepted", pa.bool_()), ("delta_lat_deg", pa.float64()),
-        ("delta_lon_deg", pa.float64()), ("sigma_lat_deg", pa.float64()), ("sigma_lon_deg", pa.float64())]),
-}
-_TS_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def _check_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
-    """The envelope's five fields in line order, validated (§9: RFC 3339 ts with 6 digits and Z)."""
-    missing = [k for k in ENVELOPE_KEYS if k not in envelope]
-    extra = [k for k in envelope if k not in ENVELOPE_KEYS]
-    if missing or extra:
-        raise ValueError(f"envelope must have exactly the keys {list(ENVELOPE_KEYS)}; "
-                         f"missing {missing}, unexpected {extra}")
-    ts, run_id = envelope["ts_utc"], envelope["run_id"]
-    if not (isinstance(ts, str) and _TS_UTC.fullmatch(ts)):
-        raise ValueError(f"ts_utc must look like 2025-01-31T12:00:00.000000Z; got {ts!r}")
-    if not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
-        raise ValueError(f"run_id must be 32 lowercase hex characters; got {run_id!r}")
-    return {"ts_utc": ts, "run_id": run_id, "seed": _check_seed(envelope["seed"]),
-            "parameter_hash": _check_hex64("parameter_hash", envelope["parameter_hash"]),
-            "manifest_fingerprint": _check_hex64("manifest_fingerprint", envelope["manifest_fingerprint"])}
-
-
-def _json_ints(values: np.ndarray) -> pa.Array:
-    return pc.cast(pa.array(values), pa.string())
-
-
-def _json_bools(values: np.ndarray) -> pa.Array:
-    return pc.cast(pa.array(values), pa.string())  # Arrow writes "true"/"false"
-
-
-def _json_floats(values: np.ndarray) -> pa.Array:
-    # Arrow's float -> string cast prints the shortest digits that round-trip (like repr, though with
-    # other exponent thresholds, e.g. "1e-7"), but writes integral values without a fraction ("1", "-0").
-    # Those parse back as JSON integers and would lose -0.0, so give them ".0"; such values are rare,
-    # so the regex runs only when one is present.
-    text = pc.cast(pa.array(values), pa.string())
-    if np.any(values == np.trunc(values)):
-        text = pc.replace_substring_regex(text, pattern=r"^(-?[0-9]+)$", replacement=r"\1.0")
-    return text
-
-
-def _json_isos(codes: np.ndarray) -> pa.Array:
-    n = len(codes)
-    quoted = np.empty((n, 4), np.uint8)
-    quoted[:, [0, 3]] = ord('"')
-    quoted[:, 1:3] = codes
-    offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(quoted))
-
-
-def _events_jsonl(head: dict[str, Any], items: list[tuple[str, Any]]) -> bytes:
-    """Write JSON lines: the constants of ``head``, then ``items`` in order.
-
-    An item is (key, JSON text) for a constant or (key, (formatter, values)) for a column.
-
-    Constants between columns are folded into literal separators, then each row chunk is one Arrow
-    ``binary_join_element_wise``; its data buffer is exactly the chunk's lines, so nothing is split or
-    re-joined per row.
-    """
-    pieces: list[Any] = []
-    literal = json.dumps(head, separators=(",", ":"))[:-1]  # '{"ts_utc":...,"substream_label":"..."'
-    for key, value in items:
-        literal += "," + json.dumps(key) + ":"
-        if isinstance(value, str):
-            literal += value
-        else:
-            pieces += [literal, value]
-            literal = ""
-    pieces.append(literal + "}\n")
-    columns = [p for p in pieces if not isinstance(p, str)]
-    n = len(columns[0][1])
-    if any(len(values) != n for _, values in columns):
-        raise ValueError(f"event columns must have equal lengths; got {[len(v) for _, v in columns]}")
-    string = pa.string()
-    # Stream each chunk into one growing buffer so Arrow's pool reuses the chunk's memory; BytesIO
-    # grows by realloc and getvalue() hands its buffer over, so the lines are copied once.
-    sink = io.BytesIO()
-    for start in range(0, n, _JSONL_CHUNK):
-        stop = min(n, start + _JSONL_CHUNK)
-        args = [pa.scalar(p, string) if isinstance(p, str) else p[0](p[1][start:stop]) for p in pieces]
-        lines = pc.binary_join_element_wise(*args, pa.scalar("", string))
-        offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
-        sink.write(lines.buffers()[2][int(offsets[0]):int(offsets[-1])])
-    return sink.getvalue()
-
-
-def _u64_column(name: str, values: Any) -> tuple[Any, np.ndarray]:
-    return _json_ints, np.ravel(_as_u64(name, values))
-
-
-def _int_column(name: str, values: Any) -> tuple[Any, np.ndarray]:
-    a = np.ravel(np.asarray(values))
-    if a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers; got dtype {a.dtype}")
-    return _json_ints, a
-
-
-def _float_column(name: str, values: Any) -> tuple[Any, np.ndarray]:
-    a = np.ravel(np.asarray(values, dtype=np.float64))
-    if not np.isfinite(a).all():
-        bad = a[~np.isfinite(a)][:5]
-        raise ValueError(f"{name} must be finite (JSON has no NaN or infinity); found {bad}")
-    return _json_floats, a
-
-
-def _counter_items(before_hi: Any, before_lo: Any, after_hi: Any, after_lo: Any) -> list[tuple[str, Any]]:
-    return [("rng_counter_before_lo", _u64_column("before_lo", before_lo)),
-            ("rng_counter_before_hi", _u64_column("before_hi", before_hi)),
-            ("rng_counter_after_lo", _u64_column("after_lo", after_lo)),
-            ("rng_counter_after_hi", _u64_column("after_hi", after_hi))]
-
-
-def _site_items(merchant_id: Any, legal_country_iso: Any, site_order: Any,
-                tile_id: Any) -> list[tuple[str, Any]]:
-    return [("merchant_id", _u64_column("merchant_id", merchant_id)),
-            ("legal_country_iso", (_json_isos, _iso_codes(np.ravel(legal_country_iso)))),
-            ("site_order", _int_column("site_order", site_order)),
-            ("tile_id", _u64_column("tile_id", tile_id))]
-
-
-def s5_events_jsonl(envelope: Mapping[str, Any], merchant_id: Any, legal_country_iso: Any, site_order: Any,
-                    tile_id: Any, u: Any, before_hi: Any, before_lo: Any, after_hi: Any,
-                    after_lo: Any) -> bytes:
-    r"""S5 ``site_tile_assign`` events as JSON lines, one per site (contract §7, §9).
-
-    Keys in order: the envelope (``ts_utc, run_id, seed, parameter_hash, manifest_fingerprint``),
-    ``module, substream_label``, the four counters, ``draws`` ("1"), ``blocks`` (1), then
-    ``merchant_id, legal_country_iso, site_order, tile_id, u``.  Integers are full-range JSON
-    integers; floats are the shortest text that parses back to the same double.  Computed eagerly,
-    about 1 µs per event.
-
-    Parameters
-    ----------
-    envelope : mapping
-        Exactly the keys of :data:`ENVELOPE_KEYS`.
-    merchant_id, legal_country_iso, site_order, tile_id : array_like
-        The site: uint64, two-letter strings (uppercased on output), int, uint64.
-    u : array_like of float64
-        The site's uniform, finite.
-    before_hi, before_lo, after_hi, after_lo : array_like of uint64
-        Counters of the site's block (see :func:`block_at`).
-
-    Returns
-    -------
-    bytes
-        UTF-8 JSON lines, each ending with a newline.
-
-    Raises
-    ------
-    ValueError
-        On a malformed envelope, ISO code or value, or columns of different lengths.
-
-    Examples
-    --------
-    >>> env = {"ts_utc": "2025-01-31T12:00:00.000000Z", "run_id": "0" * 32, "seed": 42,
-    ...        "parameter_hash": "3c" * 32, "manifest_fingerprint": "ab" * 32}
-    >>> line = s5_events_jsonl(env, [2**64 - 1], ["US"], [1], [7], [0.5], [0], [0], [0], [1])
-    >>> json.loads(line)["merchant_id"], json.loads(line)["u"], line.count(b"\n")
-    (18446744073709551615, 0.5, 1)
-    """
-    head = {**_check_envelope(envelope), "module": S5_MODULE, "substream_label": S5_LABEL}
-    items = _counter_items(before_hi, before_lo, after_hi, after_lo) + [("draws", '"1"'), ("blocks", "1")]
-    items += _site_items(merchant_id, legal_country_iso, site_order, tile_id) + [("u", _float_column("u", u))]
-    return _events_jsonl(head, items)
-
-
-def s6_events_jsonl(envelope: Mapping[str, Any], merchant_id: Any, legal_country_iso: Any, site_order: Any,
-                    tile_id: Any, attempt_index: Any, accepted: Any, delta_lat_deg: Any, delta_lon_deg: Any,
-                    before_hi: Any, before_lo: Any, after_hi: Any, after_lo: Any) -> bytes:
-    """S6 ``in_cell_jitter`` events as JSON lines, one per attempt (contract §8, §9).
-
-    Keys in order: the envelope, ``module, substream_label``, the four counters, ``draws`` ("2"),
-    ``blocks`` (1), then ``merchant_id, legal_country_iso, site_order, tile_id, attempt_index,
-    accepted, delta_lat_deg, delta_lon_deg, sigma_lat_deg`` (0.0), ``sigma_lon_deg`` (0.0).
-    Computed eagerly, about 1 µs per event.
-
-    Parameters
-    ----------
-    envelope : mapping
-        Exactly the keys of :data:`ENVELOPE_KEYS`.
-    merchant_id, legal_country_iso, site_order, tile_id : array_like
-        The site: uint64, two-letter strings (uppercased on output), int, uint64.
-    attempt_index : array_like of int
-        1..64.
-    accepted : array_like of bool
-        Whether the attempt's point was accepted.
-    delta_lat_deg, delta_lon_deg : array_like of float64
-        The candidate point relative to the tile centroid, finite.
-    before_hi, before_lo, after_hi, after_lo : array_like of uint64
-        Counters of the attempt's block (see :func:`block_at`).
-
-    Returns
-    -------
-    bytes
-        UTF-8 JSON lines, each ending with a newline.
-
-    Raises
-    ------
-    ValueError
-        On a malformed envelope, ISO code or value, or columns of different lengths.
-
-    Examples
-    --------
-    >>> env = {"ts_utc": "2025-01-31T12:00:00.000000Z", "run_id": "0" * 32, "seed": 42,
-    ...        "parameter_hash": "3c" * 32, "manifest_fingerprint": "ab" * 32}
-    >>> data = s6_events_jsonl(env, [1], ["FJ"], [1], [7], [1], [True], [-0.25], [1.0], [0], [0], [0], [1])
-    >>> event = json.loads(data)
-    >>> event["accepted"], event["delta_lon_deg"], event["draws"], event["sigma_lat_deg"]
-    (True, 1.0, '2', 0.0)
-    """
-    accepted = np.ravel(np.asarray(accepted))
-    if accepted.dtype != np.bool_:
-        raise ValueError(f"accepted must be booleans; got dtype {accepted.dtype}")
-    head = {**_check_envelope(envelope), "module": S6_MODULE, "substream_label": S6_LABEL}
-    items = _counter_items(before_hi, before_lo, after_hi, after_lo) + [("draws", '"2"'), ("blocks", "1")]
-    items += _site_items(merchant_id, legal_country_iso, site_order, tile_id)
-    items += [("attempt_index", _int_column("attempt_index", attempt_index)),
-              ("accepted", (_json_bools, accepted)),
-              ("delta_lat_deg", _float_column("delta_lat_deg", delta_lat_deg)),
-              ("delta_lon_deg", _float_column("delta_lon_deg", delta_lon_deg)),
-              ("sigma_lat_deg", "0.0"), ("sigma_lon_deg", "0.0")]
-    return _events_jsonl(head, items)
-
-
-def read_events(data: bytes, label: str) -> pa.Table:
-    """Parse RNG event JSON lines of one substream label into a table with the event schema.
-
-    Uses Arrow's multi-threaded JSON reader with an explicit schema, so u64 fields keep their full
-    range (values >= 2**63 included) and millions of events parse without a Python loop.
-
-    Parameters
-    ----------
-    data : bytes
-        JSON lines as written by :func:`s5_events_jsonl` or :func:`s6_events_jsonl`.
-    label : str
-        :data:`S5_LABEL` or :data:`S6_LABEL`; selects the schema.
-
-    Returns
-    -------
-    pyarrow.Table
-        One row per line, columns in line order (see ``EVENT_SCHEMAS[label]``).
-
-    Raises
-    ------
-    ValueError
-        On an unknown label, a line that is not JSON, a value of the wrong type or range, an
-        unexpected key, or a missing key (``pyarrow.ArrowInvalid`` is a ``ValueError``).
-
-    Examples
-    --------
-    >>> env = {"ts_utc": "2025-01-31T12:00:00.000000Z", "run_id": "0" * 32, "seed": 42,
-    ...        "parameter_hash": "3c" * 32, "manifest_fingerprint": "ab" * 32}
-    >>> data = s5_events_jsonl(env, [2**64 - 1], ["US"], [1], [7], [0.5], [0], [0], [0], [1])
-    >>> read_events(data, S5_LABEL)["merchant_id"].to_pylist()
-    [18446744073709551615]
-    """
-    if label not in EVENT_SCHEMAS:
-        raise ValueError(f"unknown substream label {label!r}; expected one of {list(EVENT_SCHEMAS)}")
-    schema = EVENT_SCHEMAS[label]
-    if not data.strip():
-        return schema.empty_table()
-    table = pajson.read_json(
-        pa.BufferReader(data),
-        parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
-    ).select(schema.names)
-    for name in schema.names:
-        column = table[name]
-        if column.null_count:
-            row = pc.index(pc.is_null(column), True).as_py()
-            raise ValueError(f"RNG event line {row + 1} (and {column.null_count - 1} more) has no {name!r} "
-                             f"or a null value; every {label} event carries all of {schema.names}")
-    return table
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Audit and trace logs
-
-
-def audit_record(envelope: Mapping[str, Any], build_commit: str) -> dict[str, Any]:
-    """The run's RNG audit record (one per run, written before any event; contract §9).
-
-    Examples
-    --------
-    >>> env = {"ts_utc": "2025-01-31T12:00:00.000000Z", "run_id": "0" * 32, "seed": 42,
-    ...        "parameter_hash": "3c" * 32, "manifest_fingerprint": "ab" * 32}
-    >>> list(audit_record(env, "abc123"))
-    ['ts_utc', 'run_id', 'seed', 'manifest_fingerprint', 'parameter_hash', 'algorithm', 'build_commit']
-    """
-    env = _check_envelope(envelope)
-    return {"ts_utc": env["ts_utc"], "run_id": env["run_id"], "seed": env["seed"],
-            "manifest_fingerprint": env["manifest_fingerprint"], "parameter_hash": env["parameter_hash"],
-            "algorithm": ALGORITHM, "build_commit": str(build_commit)}
-
-
-def trace_record(envelope: Mapping[str, Any], module: str, substream_label: str, draws_total: int,
-                 blocks_total: int, events_total: int) -> dict[str, Any]:
-    """One RNG trace row: cumulative totals of one (module, substream_label) family (contract §9).
-
-    Raises
-    ------
-    ValueError
-        If (module, substream_label) is not a known family or a total is not a non-negative integer.
-
-    Examples
-    --------
-    >>> env = {"ts_utc": "2025-01-31T12:00:00.000000Z", "run_id": "0" * 32, "seed": 42,
-    ...        "parameter_hash": "3c" * 32, "manifest_fingerprint": "ab" * 32}
-    >>> trace_record(env, S6_MODULE, S6_LABEL, 8, 4, 4)["events_total"]
-    4
-    """
-    if _MODULE_OF_LABEL.get(substream_label) != module:
-        raise ValueError(f"unknown RNG family ({module!r}, {substream_label!r}); expected one of "
-                         f"{[(m, lab) for lab, m in _MODULE_OF_LABEL.items()]}")
-    totals = {"draws_total": draws_total, "blocks_total": blocks_total, "events_total": events_total}
-    for name, value in totals.items():
-        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0):
-            raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-    return {**_check_envelope(envelope), "module": module, "substream_label": substream_label,
-            **{k: int(v) for k, v in totals.items()}}
-
-
-def jsonl_lines(records: Iterable[Mapping[str, Any]]) -> bytes:
-    r"""Compact JSON lines of small records (audit, trace), keys in the records' order.
-
-    Examples
-    --------
-    >>> jsonl_lines([{"a": 1}, {"b": "x"}])
-    b'{"a":1}\n{"b":"x"}\n'
-    """
-    return b"".join(json.dumps(dict(r), separators=(",", ":"), allow_nan=False).encode() + b"\n"
-                    for r in records)

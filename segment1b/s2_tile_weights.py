@@ -3,7 +3,8 @@
 Masses by basis: ``uniform`` (1), ``area_m2`` (``pixel_area_m2``), ``population`` (raster value, nodata
 -> 0) and ``population_proxy`` (GeoNames towns spread over nearby tiles plus a rural floor, times the
 tile's land share, and 0 below a minimum land share so that S6 never gets a site on a sliver of coast;
-see :func:`proxy_kernel_mass`, :func:`proxy_masses` and docs/population-proxy.md).
+see :mod:`segment1b.population_proxy` and docs/population-proxy.md); :func:`country_masses` gives a country's
+masses by basis.
 
 Quantisation is exact largest remainder (:func:`largest_remainder`): ``K = 10**dp``, ``q_i = m_i K / M``,
 ``z_i = floor(q_i)``, ``K - sum z`` tiles ranked by (remainder desc, tile_id asc) get +1.  The total ``M`` of
@@ -16,65 +17,33 @@ Russia under ``uniform`` cost one big-integer division).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import InputError, IntegrityError
 from .grid import Grid
+from .population_proxy import LandStats, ProxyParams, land_shares, proxy_masses_inplace
+
+if TYPE_CHECKING:
+    from .s1_tile_index import Runs
 
 __all__ = [
-    "ProxyParams",
     "largest_remainder",
     "country_weights",
     "check_masses",
     "check_monotone",
     "exact_total",
     "raster_masses",
-    "proxy_kernel_mass",
-    "proxy_masses",
-    "proxy_masses_inplace",
-    "area_total",
-    "land_area_total",
+    "country_masses",
+    "total_as_float",
     "weights_table",
-    "fk_mismatches",
 ]
 
 
 # -- masses --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProxyParams:
-    """Constants of the population proxy (they shape ``parameter_hash`` via ``SegmentParameters.proxy``).
-
-    A town of population ``p`` spreads ``p`` over the cells whose centre lies within
-    ``R = clip(radius_km_per_sqrt_pop * sqrt(p), radius_min_km, radius_max_km)`` (at least one cell size)
-    with an Epanechnikov kernel ``1 - (d/R)^2``; the tile mass adds the rural floor
-    ``rural_share * P_c * a_t / A_c`` and is multiplied by the tile's land share ``f_t`` (estimated on a
-    ``land_samples x land_samples`` lattice, ``A_c = sum f_t a_t``); tiles with ``f_t < min_land_share``
-    get mass 0 (``(1 - 0.25)**64 ~ 1e-8``: the chance that S6 exhausts its 64 attempts on such a tile).
-    """
-
-    radius_km_per_sqrt_pop: float = 0.02
-    radius_min_km: float = 1.0
-    radius_max_km: float = 25.0
-    rural_share: float = 0.1
-    km_per_degree: float = 111.19508  # 2 pi * 6371.0088 km (mean Earth radius) / 360
-    land_samples: int = 8
-    min_land_share: float = 0.25
-    version: int = 2
-
-    def __post_init__(self):
-        if not (isinstance(self.land_samples, int) and 1 <= self.land_samples <= 16):
-            raise InputError("E105_NORMALIZATION", f"land_samples={self.land_samples!r} must be an integer in 1..16")
-        if not 0.0 <= self.min_land_share <= 1.0:
-            raise InputError("E105_NORMALIZATION", f"min_land_share={self.min_land_share!r} must be in [0, 1]")
-
-    def canonical(self) -> dict:
-        """Exact, JSON-ready form (floats as ``float.hex``)."""
-        return {k: (v.hex() if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def check_masses(masses: np.ndarray, tile_ids, country_iso: str) -> None:
@@ -129,197 +98,54 @@ def raster_masses(
     return out
 
 
-def _town_disks(lon, lat, pop, grid: Grid, params: ProxyParams):
-    """Per town: radius (km), row/col ranges of the enclosing cell rectangle, cos(lat)."""
-    kpd = params.km_per_degree
-    cos_lat = np.cos(np.radians(lat))
-    radius = np.clip(params.radius_km_per_sqrt_pop * np.sqrt(pop), params.radius_min_km, params.radius_max_km)
-    cell_km = np.maximum(grid.dx * kpd * cos_lat, grid.dy * kpd)
-    radius = np.maximum(radius, cell_km)  # the town's own cell centre is always inside its disk
-    row_f = (grid.north - lat) / grid.dy - 0.5
-    col_f = (lon - grid.west) / grid.dx - 0.5
-    half_rows = radius / (grid.dy * kpd)
-    half_cols = np.minimum(radius / (kpd * np.maximum(cos_lat, 1e-9)), 180.0) / grid.dx
-    r_lo = np.clip(np.ceil(row_f - half_rows), 0, grid.nrows).astype(np.int64)
-    r_hi = np.clip(np.floor(row_f + half_rows) + 1, 0, grid.nrows).astype(np.int64)
-    c_lo = np.ceil(col_f - half_cols).astype(np.int64)
-    c_hi = (np.floor(col_f + half_cols) + 1).astype(np.int64)
-    return radius, r_lo, r_hi, c_lo, c_hi, cos_lat
-
-
-def _disk_cells(t_sel, r_lo, r_hi, c_lo, c_hi):
-    """Enumerate the cells of the selected towns' rectangles: (town, row, col), town-major, row-major."""
-    nr = r_hi[t_sel] - r_lo[t_sel]
-    nc = c_hi[t_sel] - c_lo[t_sel]
-    count = np.maximum(nr, 0) * np.maximum(nc, 0)
-    total = int(count.sum())
-    town = np.repeat(t_sel, count)
-    local = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-    ncr = np.repeat(nc, count)
-    row = np.repeat(r_lo[t_sel], count) + local // np.maximum(ncr, 1)
-    col = np.repeat(c_lo[t_sel], count) + local % np.maximum(ncr, 1)
-    return town, row, col
-
-
-def proxy_kernel_mass(
-    tile_ids: np.ndarray,
-    grid: Grid,
-    lon: np.ndarray,
-    lat: np.ndarray,
-    pop: np.ndarray,
-    params: ProxyParams,
-    row0: int,
-    row1: int,
-    batch_cells: int = 4_000_000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Town part of the population proxy for the tiles of one band (sparse).
-
-    Each town (of this country, in a fixed order) spreads its population over the grid cells whose centre
-    lies within its radius, with weights ``1 - (d/R)^2`` normalised over *all* cells of its disk (so the
-    result does not depend on the band or the chunking); only cells that are tiles of the country receive
-    mass.  Distances use a local flat approximation: ``dy = dlat * km_per_degree``,
-    ``dx = dlon * km_per_degree * cos(lat_town)`` (dlon wrapped across the antimeridian).
+def country_masses(basis: str, grid: Grid, runs: Sequence[Runs], unit_masses: Sequence, town_total: float,
+                   proxy: ProxyParams | None) -> tuple[np.ndarray, LandStats | None]:
+    """Mass of every tile of one country by ``basis`` (contract §4), in tile order (its units' in part order).
 
     Parameters
     ----------
-    tile_ids : uint64 array, ascending
-        The band's tiles.
+    basis : str
+        ``uniform``, ``area_m2``, ``population`` or ``population_proxy``.
     grid : Grid
-    lon, lat, pop : float64 arrays
-        The country's towns, in the order that fixes the summation order.
-    params : ProxyParams
-    row0, row1 : int
-        The band's rows.
+    runs : sequence of Runs
+        The tiles of each unit of the country, in part order (ascending tile_id overall).
+    unit_masses : sequence
+        What S1 computed per unit for the basis: nothing (``uniform``/``area_m2``), the raster value of each
+        tile (``population``: :func:`raster_masses`) or the town kernel ``(tile index, mass)`` of
+        :func:`proxy_kernel_mass` (``population_proxy``).
+    town_total : float
+        ``P_c``, the population of the country's towns (proxy).
+    proxy : ProxyParams or None
+        The proxy's constants (``population_proxy`` only).
 
     Returns
     -------
-    (index into tile_ids, mass) for the tiles that receive town mass, index ascending.
-
-    Examples
-    --------
-    >>> g = Grid(west=0.0, north=1.0, dx=0.1, dy=0.1, ncols=10, nrows=10)
-    >>> ids = g.tile_id(np.repeat(np.arange(10), 10), np.tile(np.arange(10), 10))
-    >>> idx, m = proxy_kernel_mass(ids, g, np.array([0.55]), np.array([0.45]), np.array([1000.0]),
-    ...                            ProxyParams(), 0, 10)
-    >>> round(float(m.sum()), 6)
-    1000.0
+    (float64 masses, LandStats of the proxy or None)
     """
-    n = len(tile_ids)
-    if n == 0 or len(pop) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    radius, r_lo, r_hi, c_lo, c_hi, cos_lat = _town_disks(lon, lat, pop, grid, params)
-    touch = np.flatnonzero((r_lo < row1) & (r_hi > row0) & (r_hi > r_lo))
-    acc = np.zeros(n, dtype=np.float64)
-    if len(touch) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    kpd = params.km_per_degree
-    wrap = abs(grid.ncols * grid.dx - 360.0) < 1e-9
-    cells = (r_hi[touch] - r_lo[touch]) * (c_hi[touch] - c_lo[touch])
-    # batches of whole towns (the per-tile summation order stays town order)
-    bounds = np.searchsorted(
-        np.cumsum(cells), np.arange(batch_cells, int(cells.sum()) + batch_cells, batch_cells)
-    )
-    start = 0
-    for stop in np.unique(np.append(bounds + 1, len(touch))):
-        stop = int(min(stop, len(touch)))
-        if stop <= start:
-            continue
-        sel = touch[start:stop]
-        start = stop
-        town, row, col = _disk_cells(sel, r_lo, r_hi, c_lo, c_hi)
-        if wrap:
-            col = col % grid.ncols
-            inside = np.ones(len(col), dtype=bool)
-        else:
-            inside = (col >= 0) & (col < grid.ncols)
-        dlat_km = (grid.row_center(row) - lat[town]) * kpd
-        dlon = grid.col_center(col) - lon[town]
-        dlon = np.where(dlon > 180.0, dlon - 360.0, np.where(dlon < -180.0, dlon + 360.0, dlon))
-        dlon_km = dlon * kpd * cos_lat[town]
-        k = 1.0 - (dlat_km * dlat_km + dlon_km * dlon_km) / (radius[town] * radius[town])
-        k = np.where(inside & (k > 0.0), k, 0.0)
-        norm = np.bincount(town - sel[0], weights=k, minlength=int(sel[-1] - sel[0] + 1))
-        in_band = (row >= row0) & (row < row1) & (k > 0.0)
-        ids = grid.tile_id(row[in_band], col[in_band])
-        pos = np.searchsorted(tile_ids, ids)
-        pos_c = np.minimum(pos, n - 1)
-        hit = tile_ids[pos_c] == ids
-        t_hit = town[in_band][hit]
-        contrib = pop[t_hit] * k[in_band][hit] / norm[t_hit - sel[0]]
-        acc += np.bincount(pos_c[hit], weights=contrib, minlength=n)
-    idx = np.flatnonzero(acc)
-    return idx, acc[idx]
+    counts = [r.n_tiles for r in runs]
+    n = int(sum(counts))
+    if basis == "uniform":
+        return np.ones(n, dtype=np.float64), None
+    if basis == "population":
+        return np.concatenate([m for m, c in zip(unit_masses, counts) if c]), None
+    row = np.concatenate([r.row for r in runs]).astype(np.int64)
+    run_len = np.concatenate([r.col1.astype(np.int64) - r.col0 for r in runs])
+    masses = np.repeat(grid.row_area_m2[row], run_len)
+    if basis != "population_proxy":
+        return masses, None
+    offsets = np.cumsum([0] + counts)
+    k_idx = np.concatenate([m[0] + off for m, c, off in zip(unit_masses, counts, offsets[:-1]) if c])
+    k_val = np.concatenate([m[1] for m, c in zip(unit_masses, counts) if c])
+    l_idx, l_inside, a_c = land_shares(runs, offsets, row, run_len, grid, proxy.land_samples)
+    share = l_inside.astype(np.float64) / float(proxy.land_samples**2)
+    masses = proxy_masses_inplace(masses, k_idx, k_val, town_total, a_c, proxy, l_idx, share)
+    return masses, LandStats(a_c, int(len(l_idx)), int((share < proxy.min_land_share).sum()))
 
 
-def area_total(rows_count: np.ndarray, row_area: np.ndarray) -> float:
-    """``A_c``: exact-sum (``math.fsum``) of tiles per row x row area; independent of chunking."""
-    return math.fsum((rows_count.astype(np.float64) * row_area).tolist())
-
-
-def land_area_total(rows_count: np.ndarray, row_area: np.ndarray, rows_deficit: np.ndarray, samples: int) -> float:
-    """``A_c = sum_t f_t a_t`` (land area of a country's tiles), independent of chunking.
-
-    Per row r: ``a_r * (n_r s² - D_r) / s²`` where ``n_r`` counts the row's tiles and
-    ``D_r = sum (s² - inside_t)`` over its partial tiles (integers, so the per-row factor is exact); the
-    rows are summed with ``math.fsum``.
-
-    >>> land_area_total(np.array([3, 1]), np.array([2.0, 4.0]), np.array([2, 0]), 2)  # 2 * 2.5 + 4 * 1
-    9.0
-    """
-    ss = int(samples) * int(samples)
-    lots = rows_count.astype(np.int64) * ss - rows_deficit.astype(np.int64)
-    return math.fsum((row_area * lots.astype(np.float64) / float(ss)).tolist())
-
-
-def proxy_masses(
-    area: np.ndarray,
-    kernel_idx: np.ndarray,
-    kernel_mass: np.ndarray,
-    town_total: float,
-    area_sum: float,
-    params: ProxyParams,
-    land_idx: np.ndarray | None = None,
-    land_share: np.ndarray | None = None,
-) -> np.ndarray:
-    """Tile masses of the proxy: ``f_t (kernel_t + rural_share * P_c * a_t / A_c)``, 0 where ``f_t < tau``.
-
-    ``P_c = 0`` -> ``f_t a_t``.  ``f_t`` is ``land_share`` at ``land_idx`` and 1 elsewhere; ``A_c``
-    (``area_sum``) is the land area ``sum f_t a_t`` (:func:`land_area_total`); ``tau`` is
-    ``params.min_land_share``.
-
-    >>> proxy_masses(np.array([1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams()).tolist()
-    [9.5, 0.5]
-    >>> proxy_masses(np.array([1.0, 1.0, 1.0]), np.array([0]), np.array([9.0]), 10.0, 2.0, ProxyParams(),
-    ...              np.array([0, 2]), np.array([0.5, 0.125])).tolist()
-    [4.75, 0.5, 0.0]
-    """
-    return proxy_masses_inplace(
-        area.astype(np.float64, copy=True), kernel_idx, kernel_mass, town_total, area_sum, params,
-        land_idx, land_share,
-    )
-
-
-def proxy_masses_inplace(
-    area: np.ndarray,
-    kernel_idx: np.ndarray,
-    kernel_mass: np.ndarray,
-    town_total: float,
-    area_sum: float,
-    params: ProxyParams,
-    land_idx: np.ndarray | None = None,
-    land_share: np.ndarray | None = None,
-) -> np.ndarray:
-    """:func:`proxy_masses` overwriting ``area`` (same floats; saves a copy of the largest array)."""
-    if town_total > 0.0:
-        # A_c = 0 only when no tile has land at all; every mass ends up 0 below then (zero-mass fallback)
-        rural = params.rural_share * town_total / area_sum if area_sum > 0.0 else 0.0
-        area *= rural
-        area[kernel_idx] += kernel_mass
-    if land_idx is not None and len(land_idx):
-        # f (k + c a) = f k + c (f a): the town share on land plus the rural floor on land (one rounding less)
-        area[land_idx] *= land_share
-        area[land_idx[land_share < params.min_land_share]] = 0.0
-    return area
+def total_as_float(total: tuple[int, int]) -> float:
+    """An exact mass total ``(numerator, exponent)`` (:func:`exact_total`) as a float (inf above float64)."""
+    num, e = total
+    return math.ldexp(num, e) if num.bit_length() + e < 1024 else math.inf
 
 
 # -- exact largest remainder -------------------------------------------------------------------------
@@ -619,20 +445,3 @@ def weights_table(
             "zero_mass_fallback": pa.array(np.full(n, fallback, dtype=bool)),
         }
     )
-
-
-def fk_mismatches(
-    index_ids: np.ndarray, weight_ids: np.ndarray, country_iso: str, limit: int = 20
-) -> list[dict]:
-    """Tiles in one of tile_index / tile_weights but not the other, for one country (E102 rows)."""
-    only_index = np.setdiff1d(index_ids, weight_ids, assume_unique=True)
-    only_weights = np.setdiff1d(weight_ids, index_ids, assume_unique=True)
-    rows = [
-        {"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_weights"}
-        for t in only_index[:limit]
-    ]
-    rows += [
-        {"country_iso": country_iso, "tile_id": int(t), "missing_from": "tile_index"}
-        for t in only_weights[:limit]
-    ]
-    return rows

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import IntegrityError, InputError
 
-__all__ = ["WeightPrefix", "weight_prefix", "weight_prefix_chunks", "plan_for_n", "allocate_pairs", "allocate_reference"]
+__all__ = ["WeightPrefix", "weight_prefix", "weight_prefix_chunks", "plan_for_n", "allocate_pairs"]
 
 U64_MAX = 2**64 - 1
 
@@ -199,26 +199,3 @@ def allocate_pairs(prefix: WeightPrefix, merchant_id: np.ndarray, n_sites: np.nd
         "ties_broken": int(ties[inverse].sum()),
         "plans": int(len(distinct)),
     }
-
-
-def allocate_reference(tile_id, weight_fp, n: int, dp: int) -> dict[int, int]:
-    """Obviously-correct S4 for one pair over ALL tiles, with Python integers (validator and tests).
-
-    >>> allocate_reference([1, 2], [700, 300], 5, dp=3)
-    {1: 4, 2: 1}
-    """
-    K = 10**dp
-    rows = []
-    for t, w in zip(tile_id, weight_fp):
-        t, w = int(t), int(w)
-        if w == 0:
-            continue
-        prod = w * n
-        if prod > U64_MAX:
-            raise InputError("E416_NUMERIC_OVERFLOW", f"weight_fp {w} × n_sites {n} exceeds 2^64 − 1")
-        rows.append((t, prod // K, prod % K))
-    S = n - sum(z for _, z, _ in rows)
-    counts = {t: z for t, z, _ in rows}
-    for t, _, _ in sorted(rows, key=lambda x: (-x[2], x[0]))[:S]:
-        counts[t] += 1
-    return {t: c for t, c in sorted(counts.items()) if c > 0}

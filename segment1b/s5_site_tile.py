@@ -12,7 +12,7 @@ import numpy as np
 from . import rng
 from .errors import IntegrityError
 
-__all__ = ["assign_sites", "assignment_reference"]
+__all__ = ["assign_sites"]
 
 
 def assign_sites(country_iso: str, merchant_id: np.ndarray, n_sites: np.ndarray, plan_merchant: np.ndarray,
@@ -71,16 +71,3 @@ def assign_sites(country_iso: str, merchant_id: np.ndarray, n_sites: np.ndarray,
     tile[order] = np.repeat(np.asarray(plan_tile, dtype=np.uint64), plan_count)
     return {"merchant_id": merchant_id[pair_idx], "site_order": site_order, "tile_id": tile, "u": u,
             "before_hi": bhi, "before_lo": blo, "after_hi": ahi, "after_lo": alo}
-
-
-def assignment_reference(uniforms: list[float], slots: list[int]) -> list[int]:
-    """The S5 rule on plain lists: tile of each site_order 1..N (tests and the validator).
-
-    >>> assignment_reference([0.7, 0.2, 0.7], [5, 5, 9])
-    [5, 5, 9]
-    """
-    order = sorted(range(len(uniforms)), key=lambda i: (uniforms[i], i + 1))
-    out = [0] * len(uniforms)
-    for k, i in enumerate(order):
-        out[i] = sorted(slots)[k]
-    return out

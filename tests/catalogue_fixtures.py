@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segment1b.contracts import dataset, path_for
-from segment1b.s0_gate import EGRESS_CHECKSUMS_NAME, FLAG_NAME, build_bundle
+from segment1b.bundle import EGRESS_CHECKSUMS_NAME, FLAG_NAME, build_bundle
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 FP = "cd" * 32

@@ -221,6 +221,14 @@ def test_weighted_tiles_missing_from_the_tile_index_are_e505(client, storage):
     nothing_visible(storage, *PLACE, **ident.tokens)
 
 
+def test_requirements_not_published_are_e401_at_s4(client, storage):
+    ident = world.build(storage, SMALL)
+    storage.remove(path_for("s3_requirements", **ident.tokens))
+    refused(lambda: place(storage, client, ident), "E401_REQUIREMENTS_MISSING", "s3_requirements",
+            "run S3 first")
+    nothing_visible(storage, *PLACE, **ident.tokens)
+
+
 @pytest.mark.parametrize("which", ["tile_weights", "s3_requirements"])
 def test_corrupt_parquet_read_by_s4_is_e305(client, storage, which):
     ident = world.build(storage, SMALL)

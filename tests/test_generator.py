@@ -13,7 +13,7 @@ from segment1b.contracts import dataset, path_for
 from segment1b.errors import InputError
 from segment1b.generator import (SCALES, CountryTable, generate_block, generator_parameters, manifest_fingerprint,
                                  plan_blocks)
-from segment1b.s0_gate import FLAG_NAME, INDEX_NAME
+from segment1b.bundle import FLAG_NAME, INDEX_NAME
 from segment1b.storage import Storage, write_parquet_bytes
 
 from catalogue_fixtures import COUNTRIES_CSV

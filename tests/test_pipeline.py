@@ -82,12 +82,12 @@ class CrashingStorage(Storage):
 @pytest.fixture(scope="module")
 def no_pictures():
     """The HTML run report and map are not what is tested here (and take a second per run)."""
-    import jobs.pictures_report
+    import jobs.report.run_report
 
-    original = jobs.pictures_report.report_after_run
-    jobs.pictures_report.report_after_run = lambda storage, ident, out=None: None
+    original = jobs.report.run_report.report_after_run
+    jobs.report.run_report.report_after_run = lambda storage, ident, out=None: None
     yield
-    jobs.pictures_report.report_after_run = original
+    jobs.report.run_report.report_after_run = original
 
 
 @pytest.fixture(scope="module")

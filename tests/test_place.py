@@ -9,10 +9,10 @@ import pytest
 import shapely
 
 import world
+from reference import allocate_reference
 from jobs.place import PlaceConfig, run_place
-from segment1b import rng
+from segment1b import rng, rng_events
 from segment1b.contracts import path_for, report_path
-from segment1b.s4_alloc_plan import allocate_reference
 from segment1b.storage import Storage
 
 PAIRS = world.random_pairs(300)
@@ -98,11 +98,11 @@ def test_rng_logs_account_for_every_draw(placed):
     ev5 = storage.list_files(path_for("rng_events", substream_label="site_tile_assign", **ident.log_tokens))
     ev5 = b"".join(storage.read_bytes(path_for("rng_events", substream_label="site_tile_assign",
                                                **ident.log_tokens) + f) for f in ev5)
-    t5 = rng.read_events(ev5, "site_tile_assign")
+    t5 = rng_events.read_events(ev5, "site_tile_assign")
     assert t5.num_rows == n_sites
     ev6_dir = path_for("rng_events", substream_label="in_cell_jitter", **ident.log_tokens)
-    t6 = rng.read_events(b"".join(storage.read_bytes(ev6_dir + f) for f in storage.list_files(ev6_dir)),
-                         "in_cell_jitter")
+    t6 = rng_events.read_events(b"".join(storage.read_bytes(ev6_dir + f) for f in storage.list_files(ev6_dir)),
+                                "in_cell_jitter")
     report = json.loads(storage.read_bytes(report_path("s6", **ident.tokens)))
     assert t6.num_rows == report["rng_events"] >= n_sites
     assert sum(report["attempt_histogram"].values()) == n_sites

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import geo_fixtures as gf
-from jobs.prepare import DATASETS, check_published_weights, prepare
+from jobs.prepare import DATASETS, prepare
+from reference import check_published_weights
 from segment1b.contracts import path_for
 from segment1b.errors import IntegrityError, Segment1BError
 from segment1b.grid import Grid

@@ -1,4 +1,5 @@
-"""segment1b.s0_gate (pure verification) and jobs.s0 (receipt, run report, CLI)."""
+"""segment1b.s0_gate and the upstream rules of segment1b.bundle (pure verification), jobs.s0 (receipt, run report,
+CLI)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from segment1b.contracts import path_for, report_path
 from segment1b.errors import InputError
-from segment1b.s0_gate import (FLAG_NAME, INDEX_NAME, build_bundle, parse_flag, parse_index, render_flag,
-                               verify_bundle)
+from segment1b.bundle import FLAG_NAME, INDEX_NAME, build_bundle, parse_flag, parse_index, render_flag
+from segment1b.s0_gate import gate_receipt
 from segment1b.storage import write_parquet_bytes
 
 from catalogue_fixtures import FP, SEED, SPEC, catalogue, delete, flag_path, overwrite, publish_catalogue
@@ -29,8 +30,8 @@ def verify(files: dict[str, bytes]) -> dict:
             raise FileNotFoundError(path)
         return files[path]
 
-    return verify_bundle(files.get(INDEX_NAME), read, files.get(FLAG_NAME), manifest_fingerprint=FP,
-                         bundle_path="bundle/")
+    return gate_receipt(files.get(INDEX_NAME), files.get(FLAG_NAME), read, manifest_fingerprint=FP,
+                        bundle_path="bundle/")
 
 
 def e301(files: dict[str, bytes]) -> InputError:

@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import geo_fixtures as gf
-from segment1b import s1_tile_index as s1
+from reference import fk_mismatches, proxy_masses
 from segment1b import s2_tile_weights as s2
 from segment1b.contracts import dataset
 from segment1b.errors import InputError, IntegrityError
-from segment1b.grid import Grid
+from segment1b.population_proxy import ProxyParams
 from segment1b.storage import check_schema
 
 
@@ -141,7 +140,7 @@ def test_weights_table_schema():
 
 
 def test_fk_mismatches_name_both_sides():
-    rows = s2.fk_mismatches(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64), "AD")
+    rows = fk_mismatches(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64), "AD")
     assert {(r["tile_id"], r["missing_from"]) for r in rows} == {(1, "tile_weights"), (4, "tile_index")}
 
 
@@ -157,111 +156,63 @@ def test_raster_masses_read_windows_and_zero_nodata():
     assert out.tolist() == [5.0, 0.0, 7.0]
 
 
-def _band_tiles(grid, geom, unit_cells):
-    units = s1.plan_units([("XX", geom)], grid, unit_cells)
-    return units, [s1.tile_unit(geom, grid, u).tile_ids(grid.ncols) for u in units]
-
-
-def test_proxy_kernel_is_independent_of_banding_and_conserves_inland_mass():
-    grid = Grid(west=0.0, north=2.0, dx=1 / 120, dy=1 / 120, ncols=240, nrows=240)
-    geom = gf.box(0.0, 0.0, 2.0, 2.0)
-    lon, lat, pop = np.array([1.0, 1.5, 0.01]), np.array([1.0, 0.5, 1.0]), np.array([4e5, 2e4, 1e5])
-    params = s2.ProxyParams()
-    out = {}
-    for cells in (10**6, 3000):
-        units, ids = _band_tiles(grid, geom, cells)
-        all_ids = np.concatenate(ids)
-        acc = np.zeros(len(all_ids))
-        off = 0
-        for u, band_ids in zip(units, ids):
-            idx, m = s2.proxy_kernel_mass(band_ids, grid, lon, lat, pop, params, u.row0, u.row1)
-            acc[idx + off] = m
-            off += len(band_ids)
-        out[cells] = acc
-    assert np.array_equal(out[10**6], out[3000])  # bit-identical whatever the chunking
-    # every disk lies on tiles of the country (off-grid cells do not count): population is conserved
-    assert out[10**6].sum() == pytest.approx(5.2e5, rel=1e-12)
-    # a town on the coast keeps only the share of its disk that falls on the country's tiles
-    units, ids = _band_tiles(grid, gf.box(1.0, 0.0, 2.0, 2.0), 10**6)
-    _, m = s2.proxy_kernel_mass(
-        ids[0], grid, np.array([1.0]), np.array([1.0]), np.array([4e5]), params, units[0].row0, units[0].row1
-    )
-    assert 0.4 * 4e5 < m.sum() < 0.6 * 4e5
-
-
-def test_proxy_kernel_wraps_the_antimeridian():
-    grid = gf.GRID
-    geom = gf.countries()["FJ"]
-    units, ids = _band_tiles(grid, geom, 10**6)
-    idx, m = s2.proxy_kernel_mass(
-        ids[0],
-        grid,
-        np.array([179.99]),
-        np.array([-1.6]),
-        np.array([3e6]),
-        s2.ProxyParams(radius_max_km=60.0),
-        units[0].row0,
-        units[0].row1,
-    )
-    _, cols = grid.row_col(ids[0][idx])
-    assert cols.min() == 0 and cols.max() == grid.ncols - 1  # mass on both sides of 180
-
-
-def test_proxy_masses_rural_floor_and_no_towns():
-    params = s2.ProxyParams()
-    area = np.array([2.0, 1.0, 1.0])
-    m = s2.proxy_masses(area, np.array([1]), np.array([50.0]), 100.0, 4.0, params)
-    assert m.tolist() == [5.0, 52.5, 2.5]
-    assert s2.proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, 4.0, params).tolist() == area.tolist()
-    assert (
-        s2.proxy_masses_inplace(area.copy(), np.array([1]), np.array([50.0]), 100.0, 4.0, params).tolist()
-        == m.tolist()
-    )
-
-
-def test_proxy_params_are_canonical_and_exact():
-    c = s2.ProxyParams().canonical()
-    assert c["rural_share"] == (0.1).hex() and c["version"] == 2
-    assert c["land_samples"] == 8 and c["min_land_share"] == (0.25).hex()
-    assert 0.75**64 < 1e-7  # a tile at the minimum land share exhausts S6's 64 attempts this rarely
-    for bad in ({"land_samples": 0}, {"land_samples": 17}, {"min_land_share": 1.5}):
-        with pytest.raises(InputError):
-            s2.ProxyParams(**bad)
-
-
-def test_proxy_masses_take_the_land_share_and_drop_slivers():
-    params = s2.ProxyParams()
-    area = np.array([2.0, 1.0, 1.0, 1.0])
-    share = np.array([0.5, 0.25, 0.125])  # tiles 0, 2, 3 are coastal; 3 is a sliver below 0.25
-    land = float((area * np.r_[0.5, 1.0, 0.25, 0.125]).sum())  # A_c = sum f a = 2.375
-    m = s2.proxy_masses(area, np.array([1, 3]), np.array([50.0, 80.0]), 100.0, land, params, np.array([0, 2, 3]), share)
-    c = 0.1 * 100.0 / land
-    assert m.tolist() == [0.5 * (2.0 * c), 50.0 + c, 0.25 * c, 0.0]
-    # no towns: land area; slivers still 0
-    m0 = s2.proxy_masses(area, np.zeros(0, int), np.zeros(0), 0.0, land, params, np.array([0, 2, 3]), share)
-    assert m0.tolist() == [1.0, 1.0, 0.25, 0.0]
-    # boundary: exactly the minimum share is kept
-    assert s2.proxy_masses(area[:1], np.zeros(0, int), np.zeros(0), 0.0, 0.5, params, np.array([0]),
-                           np.array([0.25])).tolist() == [0.5]
-
-
 def test_all_sliver_country_gets_the_zero_mass_fallback():
-    params = s2.ProxyParams()
+    params = ProxyParams()
     area = np.array([3.0, 2.0, 1.0])
     share = np.array([0.2, 0.0, 0.125])
     land = float((area * share).sum())
-    m = s2.proxy_masses(area, np.array([0]), np.array([7.0]), 7.0, land, params, np.arange(3), share)
+    m = proxy_masses(area, np.array([0]), np.array([7.0]), 7.0, land, params, np.arange(3), share)
     assert m.tolist() == [0.0, 0.0, 0.0]
     w, fallback, _ = s2.country_weights(m, np.arange(3, dtype=np.uint64), 2, "MO")
     assert fallback and w.tolist() == [34, 33, 33]
 
 
-def test_land_area_total_is_exact_per_row_and_matches_area_total_without_coast():
-    rows_count, row_area = np.array([3, 1]), np.array([0.1, 0.2])
-    assert s2.land_area_total(rows_count, row_area, np.zeros(2, np.int64), 8) == s2.area_total(rows_count, row_area)
-    # row 0 loses 64 - 16 lattice points (one tile at f = 0.25): 0.1 * 2.25 + 0.2
-    assert s2.land_area_total(rows_count, row_area, np.array([48, 0]), 8) == pytest.approx(0.425, rel=1e-15)
 
 
-def test_area_total_is_exact_sum():
-    assert s2.area_total(np.array([3, 1]), np.array([0.1, 0.2])) == 0.1 * 3 + 0.2
+
+# -- a country's masses over its units -------------------------------------------------------------------
+
+def _runs(rows, col0, col1, land):
+    from segment1b.s1_tile_index import Runs
+
+    return Runs(np.array(rows, np.uint32), np.array(col0, np.uint32), np.array(col1, np.uint32), land=land)
+
+
+def test_country_masses_by_basis_are_the_same_whatever_the_units():
+    from segment1b.grid import Grid
+    from segment1b.s1_tile_index import LandShares
+
+    grid = Grid(west=0.0, north=60.0, dx=1.0, dy=1.0, ncols=8, nrows=8)
+    a = grid.row_area_m2
+    # one country of 6 tiles: row 0 cols 1-3, row 1 cols 2-4; its 2nd tile is half land, its 6th a sliver
+    # (8 of the 8 x 8 lattice points: f = 0.125, below the minimum share 0.25)
+    whole = [_runs([0, 1], [1, 2], [4, 5], LandShares(np.array([1, 5]), np.array([32, 8], np.uint16), 8))]
+    split = [_runs([0], [1], [4], LandShares(np.array([1]), np.array([32], np.uint16), 8)),
+             _runs([1], [2], [5], LandShares(np.array([2]), np.array([8], np.uint16), 8))]
+    kernels = {1: [(np.array([0, 4]), np.array([50.0, 30.0]))],
+               2: [(np.array([0]), np.array([50.0])), (np.array([1]), np.array([30.0]))]}
+    rasters = {1: [np.arange(6.0)], 2: [np.arange(3.0), np.arange(3.0, 6.0)]}
+    params = ProxyParams()
+    land = a[0] * (2 + 0.5) + a[1] * (2 + 0.125)  # A_c = sum f_t a_t
+    expected = proxy_masses(np.repeat(a[:2], 3), np.array([0, 4]), np.array([50.0, 30.0]), 100.0, land, params,
+                            np.array([1, 5]), np.array([0.5, 0.125]))
+    got = {}
+    for runs in (whole, split):
+        none = [None] * len(runs)
+        assert s2.country_masses("uniform", grid, runs, none, 0.0, None)[0].tolist() == [1.0] * 6
+        area, stats = s2.country_masses("area_m2", grid, runs, none, 0.0, None)
+        assert area.tolist() == [a[0]] * 3 + [a[1]] * 3 and stats is None
+        assert s2.country_masses("population", grid, runs, rasters[len(runs)], 0.0, None)[0].tolist() == \
+            list(range(6))
+        masses, stats = s2.country_masses("population_proxy", grid, runs, kernels[len(runs)], 100.0, params)
+        assert (stats.partial_tiles, stats.tiles_below_min_land_share) == (2, 1)
+        assert stats.land_area_m2 == pytest.approx(land, rel=1e-15)
+        assert masses.tolist() == pytest.approx(expected.tolist(), rel=1e-15) and masses[5] == 0.0
+        got[len(runs)] = (masses, stats)
+    assert got[1][0].tolist() == got[2][0].tolist() and got[1][1] == got[2][1]  # bit-identical across units
+
+
+def test_total_as_float_saturates_above_float64():
+    assert s2.total_as_float((3, -1)) == 1.5
+    assert s2.total_as_float(s2.exact_total(np.array([0.5, 0.25]))) == 0.75
+    assert s2.total_as_float((1, 1024)) == float("inf")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
-from segment1b.s0_gate import render_flag
+from segment1b.bundle import render_flag
 from segment1b.s3_requirements import (READ_COLUMNS, UnitRuns, first_failure, iso_codes, owned_runs, plan_output,
                                        reduce_unit, requirements_table, stitch, stitchable)
 from segment1b.storage import Storage

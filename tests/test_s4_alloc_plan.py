@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from segment1b.errors import InputError
-from segment1b.s4_alloc_plan import allocate_pairs, allocate_reference, plan_for_n, weight_prefix
+from reference import allocate_reference
+from segment1b.s4_alloc_plan import allocate_pairs, plan_for_n, weight_prefix
 
 
 def plan(tile_id, weight, n, dp, max_n=None):

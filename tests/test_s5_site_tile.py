@@ -8,7 +8,8 @@ import pytest
 
 from segment1b import rng, s5_site_tile
 from segment1b.errors import IntegrityError
-from segment1b.s5_site_tile import assign_sites, assignment_reference
+from reference import assignment_reference
+from segment1b.s5_site_tile import assign_sites
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "rng.json").read_text())
 

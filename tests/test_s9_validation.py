@@ -1,13 +1,11 @@
-"""S9 pure checks on literals: findings, the bundle format and its verification, logs, totals, receipts."""
+"""S9 pure checks (segment1b.s9) on literals: findings, events, logs, totals, receipts, plan, surfaces."""
 
-import json
 from operator import itemgetter
 
 import numpy as np
 import pytest
 
-from segment1b import rng
-from segment1b import s9_validation as s9
+from segment1b import rng, rng_events, s9
 from segment1b.errors import IntegrityError
 
 FP, PH, RUN = "ab" * 32, "3c" * 32, "0" * 31 + "1"
@@ -31,69 +29,14 @@ def test_findings_merge_cap_examples_and_refuse_foreign_codes():
     assert summary["sort"]["status"] == "FAIL" and summary["schema"]["status"] == "PASS"
 
 
-def bundle(passed=True):
-    return s9.bundle_files({p: {"member": p} for p in s9.BUNDLE_MEMBERS}, passed=passed)
-
-
-def verify(files):
-    return s9.verify_bundle(files.get(s9.INDEX_NAME), files.get(s9.FLAG_NAME),
-                            lambda p: files[p] if p in files else (_ for _ in ()).throw(FileNotFoundError(p)))
-
-
-def test_bundle_roundtrip_and_flag_format():
-    files = bundle()
-    index = json.loads(files[s9.INDEX_NAME])
-    assert [e["path"] for e in index] == ["MANIFEST.json", "egress_checksums.json", "rng_accounting.json",
-                                          "s9_summary.json"]
-    assert {e["artifact_id"] for e in index} == set(s9.BUNDLE_MEMBERS.values())
-    digest = verify(files)
-    assert files[s9.FLAG_NAME] == f"sha256_hex = {digest}\n".encode()
-    assert bundle() == files  # deterministic bytes
-    assert s9.FLAG_NAME not in bundle(passed=False)
-
-
-@pytest.mark.parametrize("tamper,code", [
-    (lambda f: f.pop(s9.FLAG_NAME), "E910_FLAG"),
-    (lambda f: f.update({s9.FLAG_NAME: b"sha256_hex = nope\n"}), "E910_FLAG"),
-    (lambda f: f.update({s9.FLAG_NAME: s9.render_flag("0" * 64)}), "E910_FLAG"),
-    (lambda f: f.pop(s9.INDEX_NAME), "E909_INDEX"),
-    (lambda f: f.update({"s9_summary.json": b'{"status": "PASS"}'}), "E909_INDEX"),
-    (lambda f: f.pop("rng_accounting.json"), "E909_INDEX"),
-    (lambda f: f.update({s9.INDEX_NAME: json.dumps(json.loads(f[s9.INDEX_NAME])[::-1]).encode()}),
-     "E909_INDEX"),
-    (lambda f: f.update({s9.INDEX_NAME: json.dumps(json.loads(f[s9.INDEX_NAME])[:3]).encode()}),
-     "E908_BUNDLE_CONTENTS"),
-])
-def test_bundle_verification_names_what_is_wrong(tamper, code):
-    files = bundle()
-    tamper(files)
-    with pytest.raises(IntegrityError) as e:
-        verify(files)
-    assert e.value.code == code
-
-
-def test_egress_checksums_pin_every_file():
-    doc = {"partitions": [{"partition_path": "p/", "sha256_hex": "x",
-                           "files": [{"path": "part-00000.parquet", "sha256_hex": "a"}]}]}
-    data = json.dumps(doc).encode()
-    s9.verify_egress(data, "p/", {"part-00000.parquet": "a"})
-    with pytest.raises(IntegrityError) as e:
-        s9.verify_egress(data, "p/", {"part-00000.parquet": "b", "part-00001.parquet": "c"})
-    assert e.value.code == "E911_FINALITY"
-    assert {r["problem"] for r in e.value.rows} == {"changed", "not validated"}
-    with pytest.raises(IntegrityError) as e:
-        s9.verify_egress(data, "q/", {})
-    assert e.value.code == "E910_FLAG"
-
-
 def s5_lines(n=3, **override):
     master = rng.master_material(42, FP)
     m = np.array([5] * n, np.uint64)
     key, hi, lo = rng.s5_substreams(master, m, ["FR"] * n, PH)
     so = np.arange(1, n + 1)
     x0, _, bhi, blo, ahi, alo = rng.block_at(key, hi, lo, so - 1)
-    return rng.s5_events_jsonl({**ENV, **override}, m, ["FR"] * n, so, [7] * n, rng.u01(x0), bhi, blo, ahi,
-                               alo)
+    return rng_events.s5_events_jsonl({**ENV, **override}, m, ["FR"] * n, so, [7] * n, rng.u01(x0), bhi, blo,
+                                      ahi, alo)
 
 
 def test_parse_events_records_envelope_mismatches_with_line_numbers():
@@ -111,15 +54,15 @@ def test_parse_events_records_envelope_mismatches_with_line_numbers():
 
 def test_trace_totals_audit_and_receipts():
     env = dict(ENV)
-    trace = rng.jsonl_lines([rng.trace_record(env, rng.S5_MODULE, rng.S5_LABEL, 2, 2, 2),
-                             rng.trace_record(env, rng.S5_MODULE, rng.S5_LABEL, 5, 5, 5)])
+    trace = rng_events.jsonl_lines([rng_events.trace_record(env, rng.S5_MODULE, rng.S5_LABEL, 2, 2, 2),
+                                    rng_events.trace_record(env, rng.S5_MODULE, rng.S5_LABEL, 5, 5, 5)])
     f = s9.Findings()
     final = s9.check_trace(trace, {rng.S5_LABEL: {"events": 5, "draws": 5, "blocks": 5}}, EXPECT, f)
     assert not f and final[rng.S5_LABEL]["events_total"] == 5
     s9.check_trace(trace, {rng.S5_LABEL: {"events": 6, "draws": 5, "blocks": 5},
                            rng.S6_LABEL: {"events": 1, "draws": 2, "blocks": 1}}, EXPECT, f)
     assert f.codes() == ["E907_RNG_BUDGET"] and len(f.to_list()) == 2
-    audit = rng.jsonl_lines([rng.audit_record(env, "abc")])
+    audit = rng_events.jsonl_lines([rng_events.audit_record(env, "abc")])
     for data, code in [(audit, None), (None, "E907_RNG_BUDGET"), (audit + audit, "E907_RNG_BUDGET"),
                        (audit.replace(PH.encode(), b"4d" * 32), "E912_IDENTITY_COHERENCE")]:
         f = s9.Findings()
@@ -140,7 +83,8 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from segment1b.contracts import dataset  # noqa: E402
-from segment1b.s4_alloc_plan import allocate_pairs, allocate_reference, weight_prefix  # noqa: E402
+from reference import allocate_reference  # noqa: E402
+from segment1b.s4_alloc_plan import allocate_pairs, weight_prefix  # noqa: E402
 
 
 def _weights(raw, dp):
@@ -248,6 +192,22 @@ def test_plan_sample_rank_is_salted_and_deterministic():
     assert len(np.unique(a)) == 1000
     # roughly uniform: the 100 smallest ranks are spread over the merchants, not the first ones
     assert np.argsort(a)[:100].mean() > 300
+
+
+def test_plan_sample_does_not_depend_on_how_s3_is_cut():
+    rnd = np.random.default_rng(3)
+    m = np.sort(rnd.choice(10**6, 500, replace=False)).astype(np.uint64)
+    iso = np.full(500, ord("D") << 8 | ord("E"), np.uint16)
+    n = rnd.integers(1, 50, 500)
+    whole = s9.PlanSample(20, seed=42, manifest_fingerprint=FP)
+    whole.add(m, iso, n)
+    cut = s9.PlanSample(20, seed=42, manifest_fingerprint=FP)
+    for a, b in ((0, 100), (100, 100), (100, 101), (101, 500)):
+        cut.add(m[a:b], iso[a:b], n[a:b])
+    assert whole.pairs() == cut.pairs() and len(whole.pairs()) in (20, 21)
+    first_largest = int(np.argmax(n))
+    assert (int(m[first_largest]), "DE", int(n[first_largest])) in whole.pairs()
+    assert s9.PlanSample(0, seed=42, manifest_fingerprint=FP).pairs() == []
 
 
 # --- tile surfaces: one tile set in tile_index, tile_bounds and tile_weights; weights sum to 10^dp ----------

@@ -14,10 +14,10 @@ import shapely
 
 import runs
 import world
-from jobs import pictures_report
+from jobs.report import run_report as pictures_report
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
-from jobs.pictures import resolve_identity
+from jobs.report.run_files import resolve_identity
 from jobs.validate import run_s9
 from segment1b import rng
 from segment1b.contracts import dataset, path_for, report_path
@@ -228,6 +228,17 @@ def test_cli_validate_exit_codes(fresh, client, capsys):
     assert "E907_RNG_BUDGET" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["validate", "--data-root", storage.root_url, "--seed", "-1", "--fingerprint", FP])
+
+
+def test_a_malformed_parameter_hash_is_a_usage_error(tmp_path, capsys):
+    """Issue 18 item 7: ``--parameter-hash XYZ`` exits 2 with the usage line (it once escaped as exit 1)."""
+    root = tmp_path / "root"
+    with pytest.raises(SystemExit) as e:
+        cli_main(["validate", "--data-root", str(root), "--seed", "42", "--fingerprint", FP,
+                  "--parameter-hash", "XYZ"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: segment1b validate" in err and "--parameter-hash" in err
+    assert "Traceback" not in err and not root.exists()
 
 
 # --- S4 allocation plan: quotas on every pair, independent recomputation on a sample ----------------------

@@ -18,8 +18,8 @@ import pyarrow as pa
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from jobs.runtime import StateReport
-from segment1b.contracts import dataset, path_for, report_path
+from jobs.runtime import write_state_report
+from segment1b.contracts import dataset, path_for
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, SegmentParameters
 from segment1b.storage import Storage, part_name, write_parquet_bytes
@@ -105,11 +105,8 @@ def build(storage: Storage, pairs: list[tuple[int, str, int]], *, seed: int = 42
         receipts[ds] = {"partition_path": target, "sha256_hex": digest}
     # the S1/S2 run reports' determinism receipts (contract §11), which S9 checks the surfaces against
     tiles = sum(t.num_rows for t in index_parts)
-    for state, ds, names in (("s1", "tile_index", ("tile_index", "tile_bounds")),
-                             ("s2", "tile_weights", ("tile_weights",))):
-        report = StateReport(state, ds, {"parameter_hash": ph}, rows=tiles,
-                             receipts=[receipts[n] for n in names])
-        storage.write_json(report_path(state, parameter_hash=ph), report.to_dict())
+    for state, names in (("s1", ("tile_index", "tile_bounds")), ("s2", ("tile_weights",))):
+        write_state_report(storage, state, {"parameter_hash": ph}, rows=tiles, receipts=[receipts[n] for n in names])
     gdf = gpd.GeoDataFrame({"country_iso": sorted(geoms)}, geometry=[geoms[k] for k in sorted(geoms)], crs="EPSG:4326")
     ref = path_for("reference_countries", countries_sha256=params.countries_sha256)
     storage.fs.makedirs(storage.abspath(ref.rsplit("/", 1)[0]), exist_ok=True)

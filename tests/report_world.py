@@ -1,9 +1,9 @@
-"""The validated synthetic world shared by tests/test_pictures.py and tests/test_pictures_report.py."""
+"""The validated synthetic world shared by tests/test_map.py and tests/test_run_report.py (jobs/report/)."""
 
 import io
 
 import world
-from jobs.pictures import resolve_identity
+from jobs.report.run_files import resolve_identity
 from jobs.validate import run_s9
 from segment1b.storage import Storage
 

@@ -1,7 +1,7 @@
 """``segment1b report``: the HTML run report, and what ``segment1b run`` calls to write it (issue #10).
 
 ``run_report.html`` is one self-contained file in the run folder (inline CSS, inline SVG charts drawn with
-matplotlib, the world map of :mod:`jobs.pictures` as an embedded PNG, no scripts, nothing fetched):
+matplotlib, the world map of :mod:`jobs.report.map` as an embedded PNG, no scripts, nothing fetched):
 
 * the run's identity, and PASS/FAIL with the failing checks (code, count, message, examples) of the S9
   bundle's ``s9_summary.json``;
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import io
 import json
 import sys
 import time
@@ -38,8 +37,10 @@ from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
 from segment1b.storage import Storage
 
-from .pictures import (DPI, INK, draw_map, format_lat, format_lon, hex64, latest_audit, read_state_report,
-                       resolve_identity, run_folder, validation_status, write_output)
+from .charts import BAR, PLACE_STATES, RED, chart_concentration, chart_histogram, chart_slowest, chart_steps
+from .map import draw_map
+from .run_files import (add_run_options, format_lat, format_lon, latest_audit, read_state_report, run_folder,
+                        run_from_args, validation_status, write_output)
 
 __all__ = ["REPORT_NAME", "collect_report", "register", "render_run_report", "report_after_run",
            "site_concentration", "write_report_html"]
@@ -47,11 +48,7 @@ __all__ = ["REPORT_NAME", "collect_report", "register", "render_run_report", "re
 REPORT_NAME = "run_report.html"
 REPORT_MAP_SIZE = (1400, 700)
 STATES = ("s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9")
-PLACE_STATES = ("s4", "s5", "s6")
 SLOWEST = 15  # countries in the slowest-countries chart
-CLUMP_CHART = 20  # countries (most sites first) in the concentration chart
-STATE_COLOURS = {"s4": "#4c78a8", "s5": "#f58518", "s6": "#54a24b"}
-BAR, RED = "#4c78a8", "#e45756"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,7 +127,7 @@ def _slowest(reports: dict[str, dict | None]) -> list[dict[str, Any]]:
 
 def _with_top_tiles(storage: Storage, ident: RunIdentity, conc):
     """Add the top tile's centre (from the grid) and its S2 weight to the concentration table."""
-    from .parameters import load_parameters
+    from ..parameters import load_parameters
 
     top = conc["top_tile_id"].to_numpy().astype(np.uint64)
     try:
@@ -200,95 +197,6 @@ def collect_report(storage: Storage, ident: RunIdentity, *, include_map: bool = 
         "links": {name: name for name in ("performance_report.html", "run_summary.json", "run_receipt.json")
                   if storage.exists(folder + name)},
     }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# charts (inline SVG)
-
-
-def _svg(fig) -> str:
-    """A matplotlib figure as inline SVG text: text kept as text, stable ids, no date, no metadata block."""
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "segment1b", "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    start, end = text.find("<metadata>"), text.find("</metadata>")
-    return text[:start] + text[end + len("</metadata>"):] if 0 <= start < end else text
-
-
-def _figure(width_px: int, height_px: int, margins: tuple[int, int, int, int]):
-    """A figure of that many pixels and its axes inside (left, bottom, right, top) pixel margins."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    FigureCanvasAgg(fig)
-    left, bottom, right, top = margins
-    ax = fig.add_axes((left / width_px, bottom / height_px, 1 - (left + right) / width_px,
-                       1 - (bottom + top) / height_px))
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=9, colors="#444444")
-    return fig, ax
-
-
-def _chart_steps(steps: list[dict[str, Any]]) -> str:
-    fig, ax = _figure(720, 70 + 24 * len(steps), (144, 50, 56, 14))
-    names = [r["step"] for r in steps][::-1]
-    v = [float(r["seconds"]) for r in steps][::-1]
-    bars = ax.barh(names, v, color=BAR, height=0.7)
-    ax.bar_label(bars, labels=[f"{x:.2f} s" for x in v], fontsize=8, padding=3)
-    ax.set_xlabel("wall seconds of each step of `segment1b run`", fontsize=9)
-    return _svg(fig)
-
-
-def _chart_slowest(slowest: list[dict[str, Any]]) -> str:
-    fig, ax = _figure(720, 70 + 22 * len(slowest), (58, 50, 28, 14))
-    names = [r["country_iso"] for r in slowest][::-1]
-    left = np.zeros(len(names))
-    for s in PLACE_STATES:
-        v = np.array([r["seconds"].get(s, 0.0) for r in slowest][::-1])
-        ax.barh(names, v, left=left, color=STATE_COLOURS[s], label=s.upper(), height=0.7)
-        left += v
-    ax.set_xlabel("task seconds summed over the country's work units", fontsize=9)
-    ax.legend(fontsize=9, frameon=False, loc="lower right")
-    return _svg(fig)
-
-
-def _chart_histogram(histogram: list[tuple[int, int]]) -> str:
-    fig, ax = _figure(720, 280, (72, 48, 28, 20))
-    a, v = [k for k, _ in histogram], [n for _, n in histogram]
-    bars = ax.bar(a, v, color=BAR, width=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel("attempts until accepted (S6, 64 at most)", fontsize=9)
-    ax.set_ylabel("sites", fontsize=9)
-    if len(a) <= 16:  # few bars: every attempt count labelled, with its number of sites
-        ax.set_xticks(a)
-        ax.bar_label(bars, labels=[f"{n:,}" for n in v], fontsize=7, padding=2)
-    else:  # the table below the chart has every number
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _svg(fig)
-
-
-def _chart_concentration(conc) -> str:
-    """Top-tile share (bars) against the top tile's weight (ticks), for the countries with most sites."""
-    top = conc.sort_values(["sites", "country_iso"], ascending=[False, True]).head(CLUMP_CHART).iloc[::-1]
-    fig, ax = _figure(720, 96 + 20 * len(top), (58, 50, 28, 40))
-    y = np.arange(len(top))
-    ax.barh(y, top["top_tile_share"], color=RED, height=0.7, label="share of the sites in the top tile")
-    if "top_tile_weight" in top and top["top_tile_weight"].notna().any():
-        ax.scatter(top["top_tile_weight"], y, marker="|", s=160, color=INK, linewidths=2,
-                   label="the top tile's weight (its expected share)", zorder=3)
-    ax.set_yticks(y, top["country_iso"])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"share of the country's sites; the {len(top)} countries with most sites", fontsize=9)
-    ax.legend(fontsize=9, frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
-    return _svg(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -403,7 +311,7 @@ def _states_html(data: dict[str, Any]) -> str:
     out = (_table("states", headers, rows)
            + "".join(f'<p class="muted">{_e(n)}</p>' for n in notes))
     if data["steps"]:
-        out += "<h3>Steps of <code>segment1b run</code></h3>" + _chart_steps(data["steps"])
+        out += "<h3>Steps of <code>segment1b run</code></h3>" + chart_steps(data["steps"])
     if data["run_wall_seconds"] is not None:
         out += (f'<p class="muted">whole run: <span id="run-wall" data-value="{data["run_wall_seconds"]}">'
                 f'{data["run_wall_seconds"]:,.1f} s</span></p>')
@@ -418,7 +326,7 @@ def _slowest_html(data: dict[str, Any]) -> str:
              f'<td>{_e(names.get(r["country_iso"], ""))}</td>') + _num(r["sites"], col="sites")
             + "".join(_num(r["seconds"].get(s), "{:.4f}", s) for s in PLACE_STATES)
             + _num(round(r["total"], 4), "{:.4f}", "total") + "</tr>" for r in data["slowest"]]
-    return (_chart_slowest(data["slowest"])
+    return (chart_slowest(data["slowest"])
             + _table("slowest", ["country", "", "sites", "S4 s", "S5 s", "S6 s", "total s"], rows))
 
 
@@ -435,7 +343,7 @@ def _s6_html(data: dict[str, Any]) -> str:
     if data["attempt_histogram"]:
         rows = [f'<tr data-attempts="{a}"><td class="n">{a}</td>{_num(n, col="sites")}</tr>'
                 for a, n in data["attempt_histogram"]]
-        out.append(_chart_histogram(data["attempt_histogram"])
+        out.append(chart_histogram(data["attempt_histogram"])
                    + _table("attempt-histogram", ["attempts", "sites"], rows, scroll=len(rows) > 16))
     per = data["s6_per_country"]
     rejected = sorted((r for r in per if r.get("outside_pixel") or r.get("outside_country")),
@@ -485,7 +393,7 @@ def _concentration_html(data: dict[str, Any]) -> str:
                     + "</tr>")
     headers = ["country", "", "sites", "tiles used", "tiles in country", "top tile", "top tile centre",
                "sites in top tile", "top-tile share", "top tile weight", "Gini"]
-    return (_chart_concentration(conc) + f'<p class="muted">{CONCENTRATION_NOTE}</p>'
+    return (chart_concentration(conc) + f'<p class="muted">{CONCENTRATION_NOTE}</p>'
             + _table("concentration", headers, rows, scroll=True))
 
 
@@ -571,17 +479,11 @@ def report_after_run(storage: Storage, ident: RunIdentity, out=None) -> str | No
 
 def register(sub) -> None:
     """``segment1b report --data-root D --seed N --fingerprint F [--parameter-hash H]`` (no cluster)."""
-    from .session import add_root_options
-    from .validate import add_identity_options
-
     p = sub.add_parser("report", help="write the HTML run report (PASS/FAIL, timings, slow countries, S6 "
                        "attempts, clumping of sites, map)",
                        description="Write run_report.html (one self-contained file) and map.png into the run "
                        "folder, from the run reports, the S9 bundle and the datasets of one run.")
-    add_root_options(p)
-    add_identity_options(p)
-    p.add_argument("--parameter-hash", type=hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+    add_run_options(p)
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write the HTML here instead of the run folder")
     p.add_argument("--no-map", action="store_true", help="leave the map out (faster)")
@@ -589,11 +491,8 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, out=None) -> int:
-    from .session import storage_from_args
-
     out = out if out is not None else sys.stdout
-    storage = storage_from_args(args)
-    ident = resolve_identity(storage, args.seed, args.fingerprint, args.parameter_hash)
+    storage, ident = run_from_args(args)
     t0 = time.perf_counter()
     path, data = write_report_html(storage, ident, out=args.out, include_map=not args.no_map)
     print(f"wrote {path} ({data['status']}, {time.perf_counter() - t0:.1f} s)", file=out)

@@ -9,10 +9,10 @@ import shapely
 from PIL import Image
 
 import world
-from pictures_world import FP, validated_world
-from jobs import pictures
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
+from jobs.report import map as report_map
+from report_world import FP, validated_world
 from segment1b.contracts import path_for
 from segment1b.errors import InputError
 
@@ -58,7 +58,7 @@ def inside_box(res, col, row, margin=2):
 @pytest.mark.parametrize("mode", ["points", "density"])
 def test_world_map_draws_every_site_on_its_country_and_nothing_at_sea(run, mode):
     storage, ident = run
-    res = pictures.render_map(storage, ident, size=(900, 450), mode=mode)
+    res = report_map.render_map(storage, ident, size=(900, 450), mode=mode)
     assert res.path == storage.url(path_for("run_folder", **ident.tokens) + "map.png")
     img = png(storage.abspath(path_for("run_folder", **ident.tokens) + "map.png"))
     assert img.shape == (450, 900, 3) and len(np.unique(img.reshape(-1, 3), axis=0)) > 20
@@ -85,7 +85,7 @@ def test_world_map_draws_every_site_on_its_country_and_nothing_at_sea(run, mode)
 def test_zoom_on_fr_shows_fr_and_not_its_neighbour(run, tmp_path):
     storage, ident = run
     out = tmp_path / "fr.png"
-    res = pictures.render_map(storage, ident, country="fr", out=str(out), size=(800, 600))
+    res = report_map.render_map(storage, ident, country="fr", out=str(out), size=(800, 600))
     assert res.path == str(out) and res.country == "FR" and res.mode == "points"
     img = png(out)
     assert img.shape == (600, 800, 3)
@@ -107,7 +107,7 @@ def test_zoom_on_fr_shows_fr_and_not_its_neighbour(run, tmp_path):
 
 def test_zoom_on_fj_joins_both_sides_of_the_antimeridian(run):
     storage, ident = run
-    res = pictures.render_map(storage, ident, country="FJ", size=(600, 400))
+    res = report_map.render_map(storage, ident, country="FJ", size=(600, 400))
     assert res.path.endswith("/map-FJ.png")
     v = res.view
     assert v.shifted and v.west < 177.2 and v.east > 181.4
@@ -124,8 +124,8 @@ def test_zoom_on_fj_joins_both_sides_of_the_antimeridian(run):
 def test_auto_mode_switches_to_density_above_the_threshold(run, tmp_path):
     storage, ident = run
     n = len(sites(storage, ident))
-    assert pictures.render_map(storage, ident, out=str(tmp_path / "a.png"), size=(400, 200)).mode == "points"
-    res = pictures.render_map(storage, ident, out=str(tmp_path / "b.png"), size=(400, 200),
+    assert report_map.render_map(storage, ident, out=str(tmp_path / "a.png"), size=(400, 200)).mode == "points"
+    res = report_map.render_map(storage, ident, out=str(tmp_path / "b.png"), size=(400, 200),
                               density_threshold=n - 1)
     assert res.mode == "density"
 
@@ -133,15 +133,15 @@ def test_auto_mode_switches_to_density_above_the_threshold(run, tmp_path):
 def test_bad_map_arguments(run):
     storage, ident = run
     with pytest.raises(InputError) as e:
-        pictures.render_map(storage, ident, country="XX")
+        report_map.render_map(storage, ident, country="XX")
     assert e.value.code == "E302_FK_COUNTRY"
     with pytest.raises(InputError) as e:
-        pictures.render_map(storage, ident, country="US")  # a real code, but not a country of this world
+        report_map.render_map(storage, ident, country="US")  # a real code, but not a country of this world
     assert e.value.code == "E302_FK_COUNTRY" and "DE FJ FR MC" in e.value.hint
     with pytest.raises(ValueError, match="mode must be one of"):
-        pictures.render_map(storage, ident, mode="hexbin")
+        report_map.render_map(storage, ident, mode="hexbin")
     with pytest.raises(ValueError, match="width must be"):
-        pictures.render_map(storage, ident, size=(10, 400))
+        report_map.render_map(storage, ident, size=(10, 400))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""``segment1b map``: where the sites of a run landed, as a PNG (issue #10); and the readers it shares with
-the HTML run report (:mod:`jobs.pictures_report`).
+"""``segment1b map``: where the sites of a run landed, as a PNG (issue #10).
 
 Reads what a run left in a data root, on the client and eagerly (no Dask cluster).  :func:`render_map`
 draws ``site_locations`` over the published reference country polygons (geopandas on matplotlib's Agg
@@ -18,35 +17,29 @@ from __future__ import annotations
 
 import argparse
 import io
-import posixpath
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from segment1b.contracts import TOKEN_PATTERNS, check_token, iso_table, path_for, report_path
+from segment1b.contracts import iso_table
 from segment1b.errors import InputError
 from segment1b.identity import RunIdentity
-from segment1b.reader import site_locations_parts
 from segment1b.storage import Storage
 
-from . import argtypes
-from .parts import token_values
+from .run_files import (DPI, INK, add_run_options, format_lat, format_lon, plural, read_sites, reference_countries,
+                        run_from_args, validation_status, write_output)
 
 if TYPE_CHECKING:
     from segment1b.map_view import MapView
 
-__all__ = ["DENSITY_THRESHOLD", "MAP_MODES", "MAP_SIZE", "MapResult", "draw_map", "register", "render_map",
-           "resolve_identity"]
+__all__ = ["DENSITY_THRESHOLD", "MAP_MODES", "MAP_SIZE", "MapResult", "draw_map", "register", "render_map"]
 
 MAP_MODES = ("auto", "points", "density")
 DENSITY_THRESHOLD = 50_000  # above this many sites in view, "auto" draws a density grid instead of dots
 BIN_PX = 2  # density bins are BIN_PX x BIN_PX pixels
-DPI = 100
 MAP_SIZE = (1600, 800)  # default PNG size in pixels
 SIZE_RANGE = (200, 8000)
 MARGINS = {"left": 64, "right": 24, "top": 74, "bottom": 78}  # pixels: title above, colour bar/legend below
@@ -54,148 +47,6 @@ MARGINS = {"left": 64, "right": 24, "top": 74, "bottom": 78}  # pixels: title ab
 OCEAN, LAND, BORDER = "#dce9f2", "#f3f0ea", "#9b9b9b"
 FOCUS_LAND, FOCUS_BORDER = "#e9e2d3", "#5a5a5a"
 POINT = "#d62728"
-INK = "#222222"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# identity and inputs (shared with jobs.pictures_report)
-
-
-def resolve_identity(storage: Storage, seed: int, fingerprint: str,
-                     parameter_hash: str | None = None) -> RunIdentity:
-    """The run identity of (seed, fingerprint): the given parameter_hash or the only one published, + run_id.
-
-    The run_id comes from the run receipt, else from the S9/S6/S5 run reports ("" when none has it).
-
-    Raises
-    ------
-    InputError
-        ``E309_VALUE_RANGE`` for malformed tokens; ``E310_PARAMETER_HASH_MISMATCH`` when no run, or several
-        parameter hashes, are found for (seed, fingerprint) and none was given.
-    """
-    seed = int(check_token("seed", seed))
-    check_token("manifest_fingerprint", fingerprint)
-    if parameter_hash is None:
-        parents = [posixpath.dirname(path_for(ds, seed=seed, manifest_fingerprint=fingerprint,
-                                              parameter_hash="0" * 64).rstrip("/"))
-                   for ds in ("run_folder", "s5_site_tile_assignment", "s6_site_jitter", "s7_site_synthesis")]
-        found = sorted({h for parent in parents for h in token_values(storage, parent, "parameter_hash")})
-        if len(found) != 1:
-            what = f"{len(found)} parameter hashes ({', '.join(found)})" if found else "no run"
-            raise InputError("E310_PARAMETER_HASH_MISMATCH",
-                             f"{what} found for seed {seed} and fingerprint {fingerprint}",
-                             path=storage.url(parents[0]),
-                             hint="pass --parameter-hash" if found else
-                             "check --data-root/--seed/--fingerprint, or run `segment1b run` first")
-        parameter_hash = found[0]
-    check_token("parameter_hash", parameter_hash)
-    ident = RunIdentity(seed=seed, manifest_fingerprint=fingerprint, parameter_hash=parameter_hash)
-    run_id = ""
-    receipt = path_for("run_receipt", **ident.tokens)
-    if storage.exists(receipt):
-        run_id = str(storage.read_json(receipt).get("run_id") or "")
-    for state in ("s9", "s6", "s5"):
-        if run_id:
-            break
-        rep = read_state_report(storage, ident, state)
-        run_id = str(((rep or {}).get("identity") or {}).get("run_id") or "")
-    return replace(ident, run_id=run_id if TOKEN_PATTERNS["run_id"].match(run_id) else "")
-
-
-def read_state_report(storage: Storage, ident: RunIdentity, state: str) -> dict[str, Any] | None:
-    """State ``sN``'s run report of this run (S0 by fingerprint, S1/S2 by parameter_hash), or None."""
-    tokens = ({"parameter_hash": ident.parameter_hash} if state in ("s1", "s2") else
-              {"manifest_fingerprint": ident.manifest_fingerprint} if state == "s0" else ident.tokens)
-    rel = report_path(state, **tokens)
-    return storage.read_json(rel) if storage.exists(rel) else None
-
-
-def run_folder(ident: RunIdentity) -> str:
-    """The run folder (``control/run/...``) where ``run`` leaves its summary, reports and pictures."""
-    return path_for("run_folder", **ident.tokens)
-
-
-def validation_status(storage: Storage, ident: RunIdentity) -> tuple[str, dict[str, Any] | None]:
-    """("PASS" | "FAIL" | "not validated", the bundle's s9_summary.json or None) of this run.
-
-    The bundle is the one the S9 run report names (a failed validation publishes under ``_failed/``);
-    without an S9 report, the passing bundle of the fingerprint if there is one.
-    """
-    rep = read_state_report(storage, ident, "s9")
-    bundle = (rep or {}).get("bundle_path")
-    if bundle is None and rep is None:
-        candidate = path_for("validation_bundle_1B", manifest_fingerprint=ident.manifest_fingerprint)
-        bundle = candidate if storage.exists(candidate + "s9_summary.json") else None
-    summary = None
-    if bundle and storage.exists(posixpath.join(bundle, "s9_summary.json")):
-        summary = storage.read_json(posixpath.join(bundle, "s9_summary.json"))
-    status = (rep or {}).get("status") or (summary or {}).get("status") or "not validated"
-    return str(status), summary
-
-
-def latest_audit(storage: Storage, ident: RunIdentity) -> dict[str, Any] | None:
-    """The latest audit of this run (``segment1b validate`` after its PASS was published), or None.
-
-    An audit never changes the run's status (:func:`validation_status`); reports show it beside it.
-    """
-    rel = path_for("s9_audit_report", **ident.tokens)
-    if not storage.exists(rel):
-        return None
-    rep = storage.read_json(rel)
-    return {k: rep.get(k) for k in ("status", "failed_codes", "plan_sample", "audit_path", "finished_utc")}
-
-
-def write_output(storage: Storage, ident: RunIdentity, data: bytes, out: str | None, name: str) -> str:
-    """Write ``data`` to ``out`` (local path or fsspec URL) or as ``name`` in the run folder; return where."""
-    if out is None:
-        rel = run_folder(ident) + name
-        storage.write_bytes(rel, data)
-        return storage.url(rel)
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(out)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as fh:
-        fh.write(data)
-    return out
-
-
-def _countries(storage: Storage, countries_sha256: str):
-    """The published reference country polygons (GeoDataFrame, EPSG:4326), as every state used them."""
-    import geopandas as gpd
-
-    rel = path_for("reference_countries", countries_sha256=countries_sha256)
-    if not storage.exists(rel):
-        raise InputError("E101_TILE_INDEX_MISSING",
-                         "reference country polygons are not published in the data root",
-                         dataset="reference_countries", path=storage.url(rel),
-                         hint="run `segment1b prepare` (or `segment1b run`) for this parameter set")
-    with storage.fs.open(storage.abspath(rel), "rb") as fh:
-        return gpd.read_parquet(fh)
-
-
-def _read_sites(storage: Storage, ident: RunIdentity,
-                country: str | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """lon, lat of the sites (of one country, or all) and the number of countries they are in."""
-    parts = site_locations_parts(storage, ident.seed, ident.manifest_fingerprint)
-    lon, lat, isos = [], [], set()
-    filters = [("legal_country_iso", "=", country)] if country else None
-    for part in parts:
-        with storage.fs.open(storage.abspath(part), "rb") as fh:
-            table = pq.read_table(fh, columns=["lon_deg", "lat_deg", "legal_country_iso"], filters=filters,
-                                  read_dictionary=["legal_country_iso"])
-        lon.append(table["lon_deg"].to_numpy())
-        lat.append(table["lat_deg"].to_numpy())
-        for chunk in table["legal_country_iso"].chunks:
-            used = np.unique(chunk.indices.to_numpy(zero_copy_only=False))
-            isos.update(chunk.dictionary.take(pa.array(used)).to_pylist())
-    return np.concatenate(lon), np.concatenate(lat), len(isos)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the map
 
 
 @dataclass(frozen=True)
@@ -241,24 +92,6 @@ def _check_map_args(country: str | None, width: int, height: int, mode: str) -> 
         raise InputError("E302_FK_COUNTRY", f"{country!r} is not an ISO 3166-1 alpha-2 code of the ISO table",
                          hint="use a two-letter code such as FR, US or FJ")
     return iso
-
-
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """``1 site``, ``2 sites``."""
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
-
-
-def format_lon(value: float, _pos=None) -> str:
-    """A (display) longitude as 12.5°E / 170°W; display longitudes past 180 wrap."""
-    lon = (value + 180.0) % 360.0 - 180.0
-    if abs(lon) < 1e-9 or abs(abs(lon) - 180.0) < 1e-9:
-        return f"{abs(lon):g}°"
-    return f"{abs(lon):g}°{'E' if lon > 0 else 'W'}"
-
-
-def format_lat(value: float, _pos=None) -> str:
-    """A latitude as 48.8°N / 33.9°S."""
-    return f"{abs(value):g}°{'N' if value > 0 else 'S' if value < 0 else ''}"
 
 
 def _map_axes(fig, width: int, height: int, view: MapView, zoom: bool):
@@ -343,31 +176,19 @@ def draw_map(storage: Storage, ident: RunIdentity, *, country: str | None = None
     """Draw the map of :func:`render_map` without writing it: (PNG bytes, result with ``path=""``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
 
-    from segment1b.map_view import country_view, world_view
-
-    from .parameters import load_parameters
+    from ..parameters import load_parameters
 
     width, height = int(size[0]), int(size[1])
     iso = _check_map_args(country, width, height, mode)
     params = load_parameters(storage, ident.parameter_hash)
-    countries = _countries(storage, params.countries_sha256)
-    lon, lat, n_countries = _read_sites(storage, ident, iso)
+    countries = reference_countries(storage, params.countries_sha256)
+    lon, lat, n_countries = read_sites(storage, ident, iso)
     status, _ = validation_status(storage, ident)
-    if iso is not None:
-        geom = countries.loc[countries["country_iso"] == iso, "geometry"]
-        if not len(geom):
-            raise InputError("E302_FK_COUNTRY", f"{iso} has no polygon in the reference countries",
-                             dataset="reference_countries",
-                             hint=f"countries with polygons: {' '.join(sorted(countries['country_iso']))}")
-        view = country_view(geom.iloc[0], sites_lon=lon, sites_lat=lat)
-    else:
-        view = world_view(params.grid.south, params.grid.north)
-
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
-    ax, view, aspect = _map_axes(fig, width, height, view, zoom=iso is not None)
+    ax, view, aspect = _map_axes(fig, width, height, _first_view(countries, iso, lon, lat, params.grid),
+                                 zoom=iso is not None)
     _draw_outlines(ax, countries, view, iso)
     inside = view.contains(lon, lat)
     x, y = view.display_lon(lon)[inside], lat[inside]
@@ -377,6 +198,34 @@ def draw_map(storage: Storage, ident: RunIdentity, *, country: str | None = None
         _draw_points(ax, x, y)
     else:
         _draw_density(fig, ax, x, y, view, aspect)
+    _style_axes(ax)
+    _draw_titles(fig, (width, height), ident, iso, (n, n_view, n_countries), drawn, status)
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue(), MapResult(
+        path="", width=width, height=height, mode=drawn, country=iso, sites=n, sites_in_view=n_view,
+        view=view, axes_box=(float(box.x0), float(height - box.y1), float(box.x1), float(height - box.y0)))
+
+
+def _first_view(countries, iso: str | None, lon: np.ndarray, lat: np.ndarray, grid) -> MapView:
+    """The world within the grid's latitudes, or the country's view (E302 when it has no polygon)."""
+    from segment1b.map_view import country_view, world_view
+
+    if iso is None:
+        return world_view(grid.south, grid.north)
+    geom = countries.loc[countries["country_iso"] == iso, "geometry"]
+    if not len(geom):
+        raise InputError("E302_FK_COUNTRY", f"{iso} has no polygon in the reference countries",
+                         dataset="reference_countries",
+                         hint=f"countries with polygons: {' '.join(sorted(countries['country_iso']))}")
+    return country_view(geom.iloc[0], sites_lon=lon, sites_lat=lat)
+
+
+def _style_axes(ax) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xlabel("")  # geopandas labels the axes from the CRS; the tick labels already say °E/°N
     ax.set_ylabel("")
     ax.xaxis.set_major_formatter(FuncFormatter(format_lon))
@@ -386,6 +235,11 @@ def draw_map(storage: Storage, ident: RunIdentity, *, country: str | None = None
     for spine in ax.spines.values():
         spine.set_edgecolor("#888888")
 
+
+def _draw_titles(fig, size: tuple[int, int], ident: RunIdentity, iso: str | None, counts: tuple[int, int, int],
+                 drawn: str, status: str) -> None:
+    """Title (what is shown: sites, countries or the country) and subtitle (the run, its S9 status, how)."""
+    n, n_view, n_countries = counts
     if iso is None:
         title = (f"Where the sites landed: {plural(n, 'site')} in "
                  f"{plural(n_countries, 'country', 'countries')}")
@@ -396,15 +250,9 @@ def draw_map(storage: Storage, ident: RunIdentity, *, country: str | None = None
     how = "one dot per site" if drawn == "points" else "density of sites (log colour scale)"
     subtitle = (f"seed {ident.seed} · manifest_fingerprint {ident.manifest_fingerprint[:12]}… · "
                 f"parameter_hash {ident.parameter_hash[:12]}… · S9 {status} · {how}")
+    width, height = size
     fig.text(MARGINS["left"] / width, 1 - 30 / height, title, fontsize=15, weight="bold", color=INK)
     fig.text(MARGINS["left"] / width, 1 - 54 / height, subtitle, fontsize=9.5, color="#555555")
-    fig.canvas.draw()
-    box = ax.get_window_extent()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue(), MapResult(
-        path="", width=width, height=height, mode=drawn, country=iso, sites=n, sites_in_view=n_view,
-        view=view, axes_box=(float(box.x0), float(height - box.y1), float(box.x1), float(height - box.y0)))
 
 
 def render_map(storage: Storage, ident: RunIdentity, *, country: str | None = None, out: str | None = None,
@@ -417,7 +265,7 @@ def render_map(storage: Storage, ident: RunIdentity, *, country: str | None = No
     storage : Storage
         The data root of the run.
     ident : RunIdentity
-        Seed, fingerprint and parameter_hash (see :func:`resolve_identity`).
+        Seed, fingerprint and parameter_hash (see :func:`jobs.report.run_files.resolve_identity`).
     country : str, optional
         ISO code to zoom on; only its sites are drawn, over every outline in the view.
     out : str, optional
@@ -465,9 +313,6 @@ def _iso(text: str) -> str:
     return text.upper()
 
 
-hex64 = argtypes.hex64  # argparse type of ``--parameter-hash`` (also used by jobs.pictures_report)
-
-
 def _pixels(text: str) -> int:
     try:
         v = int(text)
@@ -480,19 +325,13 @@ def _pixels(text: str) -> int:
 
 def register(sub) -> None:
     """``segment1b map --data-root D --seed N --fingerprint F [--country ISO] ...`` (no cluster needed)."""
-    from .session import add_root_options
-    from .validate import add_identity_options
-
     p = sub.add_parser("map", help="draw where the sites landed (PNG: the world or one country)",
                        description="Draw site_locations over the reference country outlines as a PNG: "
                        f"the world, or one country with --country.  Up to {DENSITY_THRESHOLD:,} sites in "
                        "view are drawn as dots, more as a density grid (--mode to choose).  Default output: "
                        "map.png or map-<ISO>.png in the run folder (control/run/seed=.../fingerprint=.../"
                        "parameter_hash=.../).")
-    add_root_options(p)
-    add_identity_options(p)
-    p.add_argument("--parameter-hash", type=hex64, default=None, metavar="H",
-                   help="parameter_hash of the run (needed only when several ran for the seed/fingerprint)")
+    add_run_options(p)
     p.add_argument("--country", type=_iso, default=None, metavar="ISO", help="zoom on one country (e.g. FR)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the PNG here instead of the run folder")
     p.add_argument("--width", type=_pixels, default=MAP_SIZE[0], metavar="PX", help=f"default {MAP_SIZE[0]}")
@@ -504,11 +343,8 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace, out=None) -> int:
-    from .session import storage_from_args
-
     out = out if out is not None else sys.stdout
-    storage = storage_from_args(args)
-    ident = resolve_identity(storage, args.seed, args.fingerprint, args.parameter_hash)
+    storage, ident = run_from_args(args)
     t0 = time.perf_counter()
     res = render_map(storage, ident, country=args.country, out=args.out, size=(args.width, args.height),
                      mode=args.mode)

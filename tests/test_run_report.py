@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import world
-from pictures_world import FP, validated_world
-from jobs import pictures_report
 from jobs.cli import main as cli_main
+from jobs.report import run_report
 from jobs.validate import run_s9
+from report_world import FP, validated_world
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.identity import RunIdentity
 from segment1b.s8_egress import ENCODINGS
@@ -63,7 +63,7 @@ def parse(text):
 
 def test_report_numbers_equal_the_run_reports(run):
     storage, ident = run
-    path, _ = pictures_report.write_report_html(storage, ident)
+    path, _ = run_report.write_report_html(storage, ident)
     folder = path_for("run_folder", **ident.tokens)
     assert path == storage.url(folder + "run_report.html")
     text = storage.read_bytes(folder + "run_report.html").decode("utf-8")
@@ -105,8 +105,8 @@ def test_report_numbers_equal_the_run_reports(run):
 
 def test_report_concentration_equals_a_recount_of_s5(run):
     storage, ident = run
-    _, data = pictures_report.write_report_html(storage, ident, include_map=False)
-    doc = parse(pictures_report.render_run_report(data))
+    _, data = run_report.write_report_html(storage, ident, include_map=False)
+    doc = parse(run_report.render_run_report(data))
     rel = path_for("s5_site_tile_assignment", **ident.tokens)
     assert len(storage.parquet_parts(rel)) > 1  # counts are merged across parts
     s5 = pa.concat_tables([pq.read_table(storage.abspath(p)) for p in storage.parquet_parts(rel)]).to_pandas()
@@ -133,11 +133,11 @@ def test_report_concentration_equals_a_recount_of_s5(run):
 
 def test_report_embeds_the_map_and_links_nothing_external(run):
     storage, ident = run
-    pictures_report.write_report_html(storage, ident)
+    run_report.write_report_html(storage, ident)
     text = storage.read_bytes(path_for("run_folder", **ident.tokens) + "run_report.html").decode("utf-8")
     img = parse(text).ids["map"]
     raw = base64.b64decode(img["src"].split(",", 1)[1])
-    assert Image.open(io.BytesIO(raw)).size == pictures_report.REPORT_MAP_SIZE
+    assert Image.open(io.BytesIO(raw)).size == run_report.REPORT_MAP_SIZE
     assert storage.exists(path_for("run_folder", **ident.tokens) + "map.png")
     assert text.count("<svg") == 3  # slowest countries, attempts, concentration (no run_summary here)
 
@@ -155,7 +155,7 @@ def test_report_shows_the_failing_checks(run, client, tmp_path):
                                      dataset("site_locations"), encodings=ENCODINGS))
     result = run_s9(copy, client, ident.seed, FP, out=io.StringIO())
     assert not result.passed
-    pictures_report.write_report_html(copy, ident, include_map=False)
+    run_report.write_report_html(copy, ident, include_map=False)
     text = copy.read_bytes(path_for("run_folder", **ident.tokens) + "run_report.html").decode("utf-8")
     doc = parse(text)
     assert doc.ids["status"]["data-status"] == "FAIL"
@@ -173,23 +173,23 @@ def test_report_after_run_never_raises(tmp_path, monkeypatch):
     ident = RunIdentity(seed=1, manifest_fingerprint=FP, parameter_hash="cd" * 32)
     out = io.StringIO()
     # nothing in the data root: the report is still written and says what is missing
-    assert pictures_report.report_after_run(storage, ident, out=out) is not None
+    assert run_report.report_after_run(storage, ident, out=out) is not None
     text = storage.read_bytes(path_for("run_folder", **ident.tokens) + "run_report.html").decode("utf-8")
     assert parse(text).ids["status"]["data-status"] == "not validated" and "No map: " in text
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(pictures_report, "collect_report", boom)
+    monkeypatch.setattr(run_report, "collect_report", boom)
     out = io.StringIO()
-    assert pictures_report.report_after_run(storage, ident, out=out) is None
+    assert run_report.report_after_run(storage, ident, out=out) is None
     assert "run report not written: RuntimeError: disk on fire" in out.getvalue()
 
 
 def test_report_after_run_prints_the_path(run):
     storage, ident = run
     out = io.StringIO()
-    path = pictures_report.report_after_run(storage, ident, out=out)
+    path = run_report.report_after_run(storage, ident, out=out)
     assert path.endswith("/run_report.html") and f"run report: {path}" in out.getvalue()
 
 
