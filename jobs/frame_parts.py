@@ -29,7 +29,7 @@ from segment1b.s6_jitter import jitter_sites
 from segment1b.storage import Storage
 
 from .parameters import RunParameters, load_parameters
-from .place import _country_prefix  # the CLI's S4 weight prefix of one country (issue 16: one engine)
+from .place_tasks import country_prefix  # the CLI's S4 weight prefix of one country (issue 16: one engine)
 from .refcache import country_geometry
 from .tiles import country_row_groups
 
@@ -192,7 +192,7 @@ def prefix_part(countries: pd.DataFrame, max_n: pd.Series, surfaces: Surfaces) -
     ------
     InputError
         ``E303_MISSING_WEIGHTS`` for a country with sites and no tile weights; ``E105``/``E505`` as the CLI
-        (:func:`jobs.place._country_prefix`).
+        (:func:`jobs.place_tasks.country_prefix`).
     """
     prefixes: list[WeightPrefix] = []
     for iso in map(iso_of, countries["country"].to_numpy(U16)):
@@ -202,7 +202,7 @@ def prefix_part(countries: pd.DataFrame, max_n: pd.Series, surfaces: Surfaces) -
         if iso not in weight_refs:
             raise InputError("E303_MISSING_WEIGHTS", f"{iso} has sites but no tile weights", dataset="tile_weights",
                              rows=[{"country_iso": iso}])
-        prefixes.append(_country_prefix(surfaces.storage, weight_refs[iso], index_refs.get(iso, []), iso,
+        prefixes.append(country_prefix(surfaces.storage, weight_refs[iso], index_refs.get(iso, []), iso,
                                         int(max_n[iso])))
     if not prefixes:
         return PREFIX_META.copy()
