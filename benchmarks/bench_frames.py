@@ -165,7 +165,7 @@ def _write_jsonl(events, folder: str, label: str, envelope: dict, partition_info
     import numpy as np
     import pandas as pd
 
-    from segment1b import rng
+    from segment1b import rng, rng_events
 
     os.makedirs(folder, exist_ok=True)
     cols = {k: events[k].to_numpy() for k in events.columns if k != "legal_country_iso"}
@@ -177,9 +177,9 @@ def _write_jsonl(events, folder: str, label: str, envelope: dict, partition_info
             b = slice(a, a + EVENT_CHUNK)
             site = (cols["merchant_id"][b], iso[b], cols["site_order"][b], cols["tile_id"][b])
             if label == rng.S5_LABEL:
-                fh.write(rng.s5_events_jsonl(envelope, *site, cols["u"][b], *(c[b] for c in counters)))
+                fh.write(rng_events.s5_events_jsonl(envelope, *site, cols["u"][b], *(c[b] for c in counters)))
             else:
-                fh.write(rng.s6_events_jsonl(envelope, *site, cols["attempt_index"][b], cols["accepted"][b],
+                fh.write(rng_events.s6_events_jsonl(envelope, *site, cols["attempt_index"][b], cols["accepted"][b],
                                              cols["delta_lat_deg"][b], cols["delta_lon_deg"][b],
                                              *(c[b] for c in counters)))
     return pd.DataFrame({"rows": np.array([len(events)], np.int64)})

@@ -29,7 +29,7 @@ from jobs import frame_parts
 from jobs.frames import (LAYERS, Streams, Surfaces, UnitSizing, allocate, assign, assign_events, jitter,
                          jitter_events, place, read_requirements, unit_table)
 from jobs.units import plan_parts, plan_units
-from segment1b import rng
+from segment1b import rng_events
 from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.storage import Storage
@@ -73,7 +73,7 @@ def _events(root, label, ident) -> pd.DataFrame:
         data = storage.read_bytes(f"{rel}/{name}")
         chunks.append(pa.CompressedInputStream(pa.BufferReader(data), "zstd").read() if name.endswith(".zst")
                       else data)
-    return rng.read_events(b"".join(chunks), label).to_pandas(types_mapper={pa.string(): ISO}.get)
+    return rng_events.read_events(b"".join(chunks), label).to_pandas(types_mapper={pa.string(): ISO}.get)
 
 
 def _sorted(frame: pd.DataFrame, keys=KEYS) -> pd.DataFrame:
@@ -210,13 +210,13 @@ def test_the_weight_prefix_is_computed_once_per_country(published, monkeypatch):
     root, ident = published
     requirements, surfaces, _ = _frames(root, ident)
     calls = Counter()
-    real = frame_parts._country_prefix
+    real = frame_parts.country_prefix
 
     def counting(storage, weight_refs, index_refs, iso, max_n):
         calls[iso] += 1
         return real(storage, weight_refs, index_refs, iso, max_n)
 
-    monkeypatch.setattr(frame_parts, "_country_prefix", counting)
+    monkeypatch.setattr(frame_parts, "country_prefix", counting)
     with dask.config.set(scheduler="sync"):  # in this process, where the counter is
         plan = allocate(requirements, surfaces).compute()
     table = unit_table(requirements)
