@@ -206,6 +206,44 @@ def test_building_the_graph_reads_no_file(published, tmp_path):
     assert n_events >= counts.sum()
 
 
+class _ReadSpy:
+    """Records every file access of the data root and every Parquet read, in this process."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        fs = Storage.fs
+
+        def spied_fs(storage):
+            self.calls.append(f"Storage({storage.root_url}).fs")
+            return fs.fget(storage)
+
+        monkeypatch.setattr(Storage, "fs", property(spied_fs))
+        for name in ("read_table", "read_metadata", "read_schema", "ParquetFile", "ParquetDataset"):
+            monkeypatch.setattr(pq, name, self._wrap(f"pyarrow.parquet.{name}", getattr(pq, name)))
+
+    def _wrap(self, name, real):
+        def spied(*args, **kwargs):
+            self.calls.append(name)
+            return real(*args, **kwargs)
+        return spied
+
+
+def test_building_the_graph_reads_no_parquet_data(published, monkeypatch):
+    """A spy on the data root and on pyarrow.parquet sees nothing until the graph computes."""
+    root, ident = published
+    spy = _ReadSpy(monkeypatch)
+    requirements, surfaces, streams = _frames(root, ident)
+    sites = assign(allocate(requirements, surfaces), streams)
+    located = jitter(sites, surfaces, streams)
+    joined = located.merge(pd.DataFrame({"legal_country_iso": ["FR"], "region": ["EU"]}), on="legal_country_iso")
+    lazy = [joined, jitter_events(sites, surfaces, streams), assign_events(allocate(requirements, surfaces), streams)]
+    assert [frame.columns[0] for frame in lazy] == ["merchant_id"] * 3  # meta is there without reading
+    assert spy.calls == []
+    with dask.config.set(scheduler="sync"):  # in this process, where the spy is: the spy does see reads
+        assert len(joined.compute()) > 0
+    assert any(c.startswith("Storage(") for c in spy.calls) and "pyarrow.parquet.ParquetFile" in spy.calls
+
+
 def test_the_weight_prefix_is_computed_once_per_country(published, monkeypatch):
     root, ident = published
     requirements, surfaces, _ = _frames(root, ident)
@@ -250,8 +288,10 @@ def test_the_readme_example_runs(published, tmp_path):
     code = _readme_example()
     assert len(code.strip().splitlines()) <= 15
     # the example's placeholders: its data root and the identity `segment1b run` printed
-    code = code.replace('"./out"', repr(root)).replace("<fingerprint>", ident["manifest_fingerprint"]) \
-        .replace("<parameter_hash>", ident["parameter_hash"])
+    printed = 'root, seed = "./out", 42'
+    assert printed in code
+    code = code.replace(printed, f"root, seed = {root!r}, {ident['seed']}") \
+        .replace("<fingerprint>", ident["manifest_fingerprint"]).replace("<parameter_hash>", ident["parameter_hash"])
     assert ident["manifest_fingerprint"] in code and ident["parameter_hash"] in code
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
