@@ -293,7 +293,9 @@ def test_the_readme_example_runs(published, tmp_path):
     code = code.replace(printed, f"root, seed = {root!r}, {ident['seed']}") \
         .replace("<fingerprint>", ident["manifest_fingerprint"]).replace("<parameter_hash>", ident["parameter_hash"])
     assert ident["manifest_fingerprint"] in code and ident["parameter_hash"] in code
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    # as a user runs it: saved as a file (LocalCluster's worker processes import the main module again)
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     written = geopandas.read_parquet(tmp_path / "sites_with_regions")
