@@ -31,6 +31,7 @@ from segment1b.contracts import path_for, report_path
 from segment1b.errors import Segment1BError
 from segment1b.generator import SCALES
 from segment1b.identity import RunIdentity, build_commit, new_run_id, utc_now
+from segment1b.rng_log_files import DEFAULT_LOG_FORM, LOG_FORMS
 from segment1b.storage import Storage
 
 from . import argtypes
@@ -60,6 +61,7 @@ class RunRequest:
     fingerprint: str | None = None  # use this published outlet catalogue instead of generating one
     through: str = "s9"
     part_sites: int = PlaceConfig.part_sites
+    rng_logs: str = PlaceConfig.rng_logs  # RNG event parts: "zstd" (.jsonl.zst) or "plain" (.jsonl)
 
 
 @dataclass
@@ -176,9 +178,9 @@ def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentit
     through = request.through
     if through != "s3":
         place_through = through if through in PLACE_STATES else "s6"
+        config = PlaceConfig(part_sites=request.part_sites, rng_logs=request.rng_logs)
         steps(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
-              prepared["countries_sha256"], through=place_through, config=PlaceConfig(part_sites=request.part_sites),
-              out=out)
+              prepared["countries_sha256"], through=place_through, config=config, out=out)
     if through in ("s8", "s9"):
         steps("s7-s8 synthesis", run_s7_s8, storage, client, ident, out=out)
     if through != "s9":
@@ -451,6 +453,9 @@ def register(subparsers) -> None:
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
     p.add_argument("--part-sites", type=argtypes.positive_int, default=PlaceConfig.part_sites,
                    help="sites per output part of S4-S8 (layout constant; default 2^18)")
+    p.add_argument("--rng-logs", default=DEFAULT_LOG_FORM, choices=LOG_FORMS,
+                   help="form of the RNG event parts: zstd (part-NNNNN.jsonl.zst, readable with zstdcat; the "
+                   "default, about a tenth of the bytes) or plain (part-NNNNN.jsonl); the lines are the same")
     add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)
@@ -463,7 +468,7 @@ def main(args: argparse.Namespace, out=None) -> int:
     grid = args.grid if args.grid is not None else (None if args.raster else "5m")
     request = RunRequest(seed=args.seed, scale=args.scale, grid=grid, raster=args.raster, countries=args.countries,
                          iso_column=args.iso_column, basis=args.basis, dp=args.dp, fingerprint=args.fingerprint,
-                         through=args.through, part_sites=args.part_sites)
+                         through=args.through, part_sites=args.part_sites, rng_logs=args.rng_logs)
     done = completed_run(storage_from_args(args), request)
     if done is not None:  # no cluster, nothing written: a complete run on a read-only root passes
         _print_complete(done, out)
