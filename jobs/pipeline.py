@@ -178,6 +178,7 @@ def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentit
     through = request.through
     if through != "s3":
         place_through = through if through in PLACE_STATES else "s6"
+        _check_disk(storage, request, ident, place_through)
         config = PlaceConfig(part_sites=request.part_sites, rng_logs=request.rng_logs)
         steps(f"s4-{place_through} placement", run_place, storage, client, ident, prepared_grid(prepared),
               prepared["countries_sha256"], through=place_through, config=config, out=out)
@@ -187,6 +188,21 @@ def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentit
         return None
     return steps("s9 validation", run_s9, storage, client, ident.seed, ident.manifest_fingerprint,
                  parameter_hash=ident.parameter_hash, out=out)
+
+
+def _check_disk(storage: Storage, request: RunRequest, ident: RunIdentity, place_through: str) -> None:
+    """E_DISK_SPACE before S4 when a local root cannot hold what S4 to ``request.through`` will write."""
+    from .disk import check_disk_space, disk_need
+    from .place import DATASET_OF, LABEL_OF
+
+    states = PLACE_STATES[: PLACE_STATES.index(place_through) + 1]
+    datasets = tuple(DATASET_OF[s] for s in states)
+    if request.through in ("s8", "s9"):
+        datasets += ("s7_site_synthesis", "site_locations")
+    sites = _catalogue_rows(storage, ident.seed, ident.manifest_fingerprint)
+    check_disk_space(storage, disk_need(storage, ident, sites, request.rng_logs, datasets=datasets,
+                                        labels=tuple(LABEL_OF[s] for s in states if s in LABEL_OF)),
+                     step=f"S4-{request.through.upper() if request.through != 's9' else 'S8'}")
 
 
 def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:

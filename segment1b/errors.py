@@ -89,6 +89,7 @@ FAILURE_CODES: dict[str, str] = {
     # storage (contract §1)
     "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL": "a different partition is already published at this path",
     "E_PUBLISH_IO": "the publish location cannot be written (read-only, full or unreachable)",
+    "E_DISK_SPACE": "the local data root has less free space than the run is estimated to write",
     "E_STAGING_INCOMPLETE": "a staging folder does not hold exactly the files its writers recorded; nothing published",
     # shared data roots (issue 14): one writer per (data root, scope) at a time
     "E_LEASE_BUSY": "another run holds the lease on this work (data root and scope); retry when it is done",
