@@ -60,7 +60,7 @@ def _report_cpu(root: str, ident, state: str) -> float:
 
     from segment1b.contracts import report_path
 
-    states = {"s0-s3": ("s3",), "s4-s6": ("s4",), "s7-s8": ("s7",), "s9": ("s9",)}.get(state, ())
+    states = {"s0-s3": ("s3",), "s4-s6": ("s4", "s5", "s6"), "s7-s8": ("s7", "s8"), "s9": ("s9",)}.get(state, ())
     total = 0.0
     for s in states:
         path = os.path.join(root, report_path(s, **ident.tokens))
