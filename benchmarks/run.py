@@ -28,8 +28,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default=None, help="named scale of the entry (default: its first)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--workdir", default="bench-out", help="folder for data the entry writes")
+    ap.add_argument("--scales", default=None, help="comma-separated scales, for entries that run several in one "
+                    "run (`scale --scales reference,x10,x100`)")
     args = ap.parse_args(argv)
     mod = importlib.import_module(f"benchmarks.{known[args.entry]}")
+    if args.scales is not None:
+        if not hasattr(mod, "run_scales"):
+            ap.error(f"{args.entry} runs one scale at a time; use --scale")
+        scales = tuple(s for s in args.scales.split(",") if s)
+        unknown = [s for s in scales if s not in mod.SCALES]
+        if unknown or not scales:
+            ap.error(f"unknown scales {unknown} for {args.entry}; choose from {list(mod.SCALES)}")
+        bench = Bench(args.entry, ",".join(scales))
+        result = {"bench": mod.run_scales(bench, scales, workdir=args.workdir), **bench.report()}
+        if args.json:
+            dump(result, args.json)
+        return 0
     scale = args.scale or next(iter(mod.SCALES))
     if scale not in mod.SCALES:
         ap.error(f"unknown scale {scale!r} for {args.entry}; choose from {list(mod.SCALES)}")

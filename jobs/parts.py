@@ -1,6 +1,6 @@
 """The merchant-major part layout of published datasets, read from file names and Parquet footers.
 
-S4-S8 write ``part-NNNNN.parquet`` files (and S5/S6 ``part-NNNNN.jsonl`` event files) where the same
+S4-S8 write ``part-NNNNN.parquet`` files (and S5/S6 ``part-NNNNN.jsonl.zst`` or ``.jsonl`` event files) where the same
 index holds the same merchant range in every dataset (``jobs.units.plan_parts``).  S7 and S9 work part by
 part; this module finds the parts, gives each a merchant range that together cover all of u64 (so a
 catalogue row always belongs to exactly one part, even if no dataset has its merchant), and finds the
@@ -19,15 +19,16 @@ import pyarrow.parquet as pq
 
 from segment1b.contracts import TOKEN_PATTERNS, dataset
 from segment1b.errors import InputError
+from segment1b.rng_log_files import DEFAULT_LOG_FORM, LOG_FORMS, form_of_name, suffix_of
 from segment1b.storage import Storage
 
 from .tiles import RowGroupRef
 
-__all__ = ["PART_NAME", "U64_MAX", "part_files", "merchant_max", "merchant_ranges", "CatalogueIndex",
+__all__ = ["PART_NAME", "U64_MAX", "part_files", "log_part_files", "merchant_max", "merchant_ranges", "CatalogueIndex",
            "read_catalogue_keys", "read_merchant_range", "read_part", "parquet_from_bytes", "file_stamps",
            "token_values"]
 
-PART_NAME = re.compile(r"^part-(\d{5})\.(parquet|jsonl)$")
+PART_NAME = re.compile(r"^part-(\d{5})\.(parquet|jsonl|jsonl\.zst)$")
 U64_MAX = 2**64 - 1
 
 
@@ -42,6 +43,20 @@ def part_files(storage: Storage, rel: str, suffix: str = "parquet") -> tuple[dic
         else:
             others.append(rel + name)
     return parts, others
+
+
+def log_part_files(storage: Storage, rel: str) -> tuple[str, dict[int, str], list[str]]:
+    """The form of an RNG event log (:mod:`segment1b.rng_log_files`), its part files by index, and the files
+    that are not parts of that form.
+
+    One log holds one form (contract §9): the form of most parts wins (the default on a tie), and parts of
+    the other form are listed with the strays.
+    """
+    names = storage.list_files(rel)
+    counts = {form: sum(bool(PART_NAME.match(n)) and form_of_name(n) == form for n in names) for form in LOG_FORMS}
+    form = max(LOG_FORMS, key=lambda f: (counts[f], f == DEFAULT_LOG_FORM))
+    parts, others = part_files(storage, rel, suffix_of(form)[1:])
+    return form, parts, others
 
 
 def merchant_max(storage: Storage, rel: str, dataset_id: str) -> int | None:

@@ -31,6 +31,7 @@ from segment1b.contracts import path_for, report_path
 from segment1b.errors import Segment1BError
 from segment1b.generator import SCALES
 from segment1b.identity import RunIdentity, build_commit, new_run_id, utc_now
+from segment1b.rng_log_files import DEFAULT_LOG_FORM, LOG_FORMS
 from segment1b.storage import Storage
 
 from . import argtypes
@@ -61,6 +62,7 @@ class RunRequest:
     fingerprint: str | None = None  # use this published outlet catalogue instead of generating one
     through: str = "s9"
     part_sites: int = PlaceConfig.part_sites
+    rng_logs: str = PlaceConfig.rng_logs  # RNG event parts: "zstd" (.jsonl.zst) or "plain" (.jsonl)
 
 
 @dataclass
@@ -134,7 +136,25 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
         summary.outputs.update(written)
         storage.write_json(summary_rel, asdict(summary))
     _print_summary(summary, out)
+    release_freed_memory()
     return summary
+
+
+def release_freed_memory() -> None:
+    """Give the memory a run freed back to the operating system (issue 17: a long-lived client process).
+
+    Arrow's pool (mimalloc) and glibc's arenas keep freed pages for reuse; after a run of a client that
+    submits many, about 70 MiB of them are idle.  Best effort: ``malloc_trim`` exists on glibc only.
+    """
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Steps:
@@ -207,16 +227,32 @@ def _run_states(storage: Storage, client, request: RunRequest, ident: RunIdentit
     through = request.through
     if through != "s3":
         place_through = through if through in PLACE_STATES else "s6"
+        _check_disk(storage, request, ident, place_through)
         placed = PLACE_STATES[:PLACE_STATES.index(place_through) + 1]
+        config = PlaceConfig(part_sites=request.part_sites, rng_logs=request.rng_logs)
         steps(f"s4-{place_through} placement", placed, run_place, storage, client, ident, prepared_grid(prepared),
-              prepared["countries_sha256"], through=place_through, config=PlaceConfig(part_sites=request.part_sites),
-              out=out)
+              prepared["countries_sha256"], through=place_through, config=config, out=out)
     if through in ("s8", "s9"):
         steps("s7-s8 synthesis", ("s7", "s8"), run_s7_s8, storage, client, ident, out=out)
     if through != "s9":
         return None
     return steps("s9 validation", ("s9",), run_s9, storage, client, ident.seed, ident.manifest_fingerprint,
                  parameter_hash=ident.parameter_hash, out=out)
+
+
+def _check_disk(storage: Storage, request: RunRequest, ident: RunIdentity, place_through: str) -> None:
+    """E_DISK_SPACE before S4 when a local root cannot hold what S4 to ``request.through`` will write."""
+    from .disk import check_disk_space, disk_need
+    from .place import DATASET_OF, LABEL_OF
+
+    states = PLACE_STATES[: PLACE_STATES.index(place_through) + 1]
+    datasets = tuple(DATASET_OF[s] for s in states)
+    if request.through in ("s8", "s9"):
+        datasets += ("s7_site_synthesis", "site_locations")
+    sites = _catalogue_rows(storage, ident.seed, ident.manifest_fingerprint)
+    check_disk_space(storage, disk_need(storage, ident, sites, request.rng_logs, datasets=datasets,
+                                        labels=tuple(LABEL_OF[s] for s in states if s in LABEL_OF)),
+                     step=f"S4-{request.through.upper() if request.through != 's9' else 'S8'}")
 
 
 def completed_run(storage: Storage, request: RunRequest) -> RunSummary | None:
@@ -497,6 +533,9 @@ def register(subparsers) -> None:
     p.add_argument("--through", default="s9", choices=THROUGH, help="last state to run (default s9)")
     p.add_argument("--part-sites", type=argtypes.positive_int, default=PlaceConfig.part_sites,
                    help="sites per output part of S4-S8 (layout constant; default 2^18)")
+    p.add_argument("--rng-logs", default=DEFAULT_LOG_FORM, choices=LOG_FORMS,
+                   help="form of the RNG event parts: zstd (part-NNNNN.jsonl.zst, readable with zstdcat; the "
+                   "default, about a tenth of the bytes) or plain (part-NNNNN.jsonl); the lines are the same")
     add_lease_options(p)
     add_cluster_options(p)
     p.set_defaults(func=main)
@@ -509,7 +548,7 @@ def main(args: argparse.Namespace, out=None) -> int:
     grid = args.grid if args.grid is not None else (None if args.raster else "5m")
     request = RunRequest(seed=args.seed, scale=args.scale, grid=grid, raster=args.raster, countries=args.countries,
                          iso_column=args.iso_column, basis=args.basis, dp=args.dp, fingerprint=args.fingerprint,
-                         through=args.through, part_sites=args.part_sites)
+                         through=args.through, part_sites=args.part_sites, rng_logs=args.rng_logs)
     done = completed_run(storage_from_args(args), request)
     if done is not None:  # no cluster, nothing written: a complete run on a read-only root passes
         _print_complete(done, out)

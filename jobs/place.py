@@ -48,6 +48,7 @@ from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
 from segment1b.lease import Lease
 from segment1b.rng_events import audit_record, jsonl_lines, trace_record
+from segment1b.rng_log_files import DEFAULT_LOG_FORM, check_log_form
 from segment1b.storage import Storage, part_name
 
 from .footprint import worker_memory as _worker_memory
@@ -70,12 +71,18 @@ MEMORY_FRACTION_PER_UNIT = 0.25
 
 @dataclass(frozen=True)
 class PlaceConfig:
-    """Sizing of parts and units (none of it changes a byte of output except ``part_sites``)."""
+    """Sizing of parts and units, and the RNG log form (none of it changes a byte of a dataset except
+    ``part_sites``; ``rng_logs`` only changes the form of the event log files, not their lines)."""
 
     part_sites: int = DEFAULT_PART_SITES
     max_unit_sites: int = 250_000
     min_unit_sites: int = 2_000
     skew: float = 4.0
+    #: event parts as ``part-NNNNN.jsonl.zst`` ("zstd", the default) or ``part-NNNNN.jsonl`` ("plain")
+    rng_logs: str = DEFAULT_LOG_FORM
+
+    def __post_init__(self):
+        check_log_form(self.rng_logs)
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
         raise ValueError(f"through must be one of {STATES}, got {through!r}")
     t_start = time.perf_counter()
     started = utc_now()
-    attempt = _attempt(storage, ident, lease, STATES[: STATES.index(through) + 1])
+    attempt = _attempt(storage, ident, lease, STATES[: STATES.index(through) + 1], config.rng_logs)
     if not attempt.to_write:
         return _already_published(storage, lease, ident, attempt, out)
     _check_parameters(storage, ident.parameter_hash, grid, countries_sha256)
@@ -142,7 +149,7 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
     prefixes = _submit_prefixes(storage, client, ident, work, tok, futures, stage_of)
     unit_futs = _submit_units(storage, client, ident, grid, countries_sha256, through, work, prefixes, tok,
                               futures, stage_of)
-    _submit_writers(storage, client, ident, attempt, work, unit_futs, tok, futures, stage_of)
+    _submit_writers(storage, client, ident, attempt, work, unit_futs, tok, futures, stage_of, config.rng_logs)
     try:
         gather(client, futures, "s4-s6", out, stages=stage_of, fetch=set())
     finally:
@@ -154,7 +161,7 @@ def _run_place(storage: Storage, client, ident: RunIdentity, grid: Grid, countri
     return summary
 
 
-def _attempt(storage: Storage, ident: RunIdentity, lease: Lease, states: tuple[str, ...]) -> Attempt:
+def _attempt(storage: Storage, ident: RunIdentity, lease: Lease, states: tuple[str, ...], log_form: str) -> Attempt:
     """What is left to write, this attempt's folders, and the finished parts of dead attempts adopted."""
     tokens = ident.tokens
     targets = {s: path_for(DATASET_OF[s], **tokens) for s in states}
@@ -172,7 +179,7 @@ def _attempt(storage: Storage, ident: RunIdentity, lease: Lease, states: tuple[s
     staging = {s: {"data": lease.staging_path(targets[s]) if need[s]["data"] else None,
                    "events": lease.staging_path(ev_targets[s]) if need[s]["events"] else None} for s in states}
     adopted = adopt_finished_parts(storage, lease, ident, progress, staging,
-                                   {s: {"data": targets[s], "events": ev_targets.get(s)} for s in states})
+                                   {s: {"data": targets[s], "events": ev_targets.get(s)} for s in states}, log_form)
     lease.sweep(*targets.values(), *ev_targets.values())  # what was not adopted: under the lease nobody is alive
     return Attempt(states, targets, ev_targets, to_write, staging, progress, adopted)
 
@@ -265,13 +272,15 @@ def _submit_units(storage: Storage, client, ident: RunIdentity, grid: Grid, coun
 
 
 def _submit_writers(storage: Storage, client, ident: RunIdentity, attempt: Attempt, work: Work,
-                    unit_futs: dict[int, list], tok: str, futures: dict[str, Any], stage_of: dict[str, str]) -> None:
+                    unit_futs: dict[int, list], tok: str, futures: dict[str, Any], stage_of: dict[str, str],
+                    log_form: str) -> None:
     """One ``sN-write-<p>`` task per state to write and part, just after the part's units."""
     for s in attempt.to_write:
         for p in work.todo_parts:
             key = task_key(s, "write", None, p.index, tok)
             futures[key] = client.submit(write_part, s, storage, attempt.staging[s], attempt.progress, p.index, ident,
-                                         unit_futs[p.index], key=key, priority=_priority(work, p.index) + 1)
+                                         unit_futs[p.index], log_form, key=key,
+                                         priority=_priority(work, p.index) + 1)
             stage_of[key] = f"{s} write"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from segment1b.contracts import path_for
 from segment1b.identity import RunIdentity
 from segment1b.lease import Lease
+from segment1b.rng_log_files import form_of_name
 from segment1b.storage import StagedFile, Storage, part_name
 
 __all__ = ["progress_folder", "adopt_finished_parts", "drop_progress", "finished_parts", "part_records",
@@ -35,13 +36,15 @@ def progress_folder(ident: RunIdentity, attempt: str) -> str:
 
 
 def adopt_finished_parts(storage: Storage, lease: Lease, ident: RunIdentity, progress: str,
-                         staging: dict[str, dict[str, str | None]], targets: dict[str, dict[str, str]]) -> int:
+                         staging: dict[str, dict[str, str | None]], targets: dict[str, dict[str, str]],
+                         log_form: str) -> int:
     """Move the finished parts of this run's dead attempts into this attempt's folders; return how many
     records were adopted.
 
     ``staging[kind][role]`` is this attempt's staging folder (None: that dataset or log is published, its
     files are not needed); ``targets[kind][role]`` the partition it is published at.  Only under an
-    exclusive lease: otherwise the other attempts may be alive.
+    exclusive lease: otherwise the other attempts may be alive.  An event part of another form than
+    ``log_form`` is not adopted (one log holds one form, contract §9): its part is computed again.
     """
     if not lease.exclusive:
         return 0
@@ -51,8 +54,8 @@ def adopt_finished_parts(storage: Storage, lease: Lease, ident: RunIdentity, pro
             kind = name.split("-", 1)[0]
             if kind not in staging or storage.exists(posixpath.join(progress, name)):
                 continue
-            if all(_adopt_file(storage, record, attempt, staging[kind].get(role), targets[kind].get(role), role)
-                   for role in ROLES):
+            if all(_adopt_file(storage, record, attempt, staging[kind].get(role), targets[kind].get(role), role,
+                               log_form) for role in ROLES):
                 storage.write_bytes(posixpath.join(progress, name), json.dumps(record).encode())
                 adopted += 1
     return adopted
@@ -126,7 +129,7 @@ def _other_attempts(storage: Storage, ident: RunIdentity, progress: str) -> list
 
 
 def _adopt_file(storage: Storage, record: dict[str, Any], attempt: str, staging: str | None, target: str | None,
-                role: str) -> bool:
+                role: str, log_form: str) -> bool:
     """Move the file ``record`` lists for ``role`` from ``attempt``'s staging into ``staging``, checked;
     True when the part needs nothing more of this role."""
     if staging is None:
@@ -136,6 +139,8 @@ def _adopt_file(storage: Storage, record: dict[str, Any], attempt: str, staging:
     info = record["files"].get(role)
     if info is None:
         return True  # the part wrote no file of this role (no rows)
+    if role == "events" and form_of_name(info["name"]) != log_form:
+        return False  # written by an attempt that asked for the other log form
     dst = posixpath.join(staging, info["name"])
     if _size(storage, dst) == info["size"]:
         return True

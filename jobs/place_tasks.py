@@ -28,6 +28,7 @@ from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, utc_now
 from segment1b.keys import iso_code, iso_strings, iso_text
 from segment1b.rng_events import s5_events_jsonl, s6_events_jsonl
+from segment1b.rng_log_files import DEFAULT_LOG_FORM, encode_chunks, suffix_of
 from segment1b.s4_alloc_plan import WeightPrefix, allocate_pairs, weight_prefix_chunks
 from segment1b.s5_site_tile import assign_sites
 from segment1b.s6_jitter import jitter_sites
@@ -290,8 +291,11 @@ class PartContent(NamedTuple):
 
 
 def write_part(state: str, storage: Storage, staging: dict[str, str | None], progress: str, part: int,
-               ident: RunIdentity, units: list[dict[str, list]]) -> PartRecord:
+               ident: RunIdentity, units: list[dict[str, list]], log_form: str = DEFAULT_LOG_FORM) -> PartRecord:
     """Task: sort one part's unit results of ``state`` merchant-major and write the dataset part (+ events).
+
+    The event part is written in ``log_form`` (:mod:`segment1b.rng_log_files`: ``part-NNNNN.jsonl.zst`` or
+    ``part-NNNNN.jsonl``), chunk by chunk.
 
     Returns (and leaves in ``progress``) a small record: rows, events, per-country counts, each file written
     (name, size, and SHA-256 for datasets) and the timing of every unit, so that the client never fetches the
@@ -309,7 +313,8 @@ def write_part(state: str, storage: Storage, staging: dict[str, str | None], pro
         _put(storage, staging, record, "data", part_name(part),
              write_parquet_bytes(content.table, dataset(SPECS[state].dataset)))
         if content.events is not None:
-            _put(storage, staging, record, "events", part_name(part, ".jsonl"), content.events)
+            _put(storage, staging, record, "events", part_name(part, suffix_of(log_form)),
+                 encode_chunks(content.events, log_form))
     storage.write_bytes(posixpath.join(progress, f"{state}-{part_name(part, '.json')}"), record.to_json())
     return record
 

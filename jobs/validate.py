@@ -310,7 +310,8 @@ def _collect(storage: Storage, target: Target, layout: Layout, submitted: _Submi
     files.update(log_files)
     countries, secs = _country_seconds(tasks, tables)
     seen = Validated(target, inputs=submitted.inputs, egress_rel=layout.rels[S8], digests=digests, files=files,
-                     rows=rows, catalogue_rows=catalogue_rows, s3_sites=s3_sites, rng=accounting, tasks=tasks,
+                     rows=rows, catalogue_rows=catalogue_rows, s3_sites=s3_sites, rng=accounting,
+                     log_forms=dict(layout.log_forms), tasks=tasks,
                      parts=len(tables), countries=countries, secs=secs)
     plans = sorted((r for r in tasks if r.kind == "plan"), key=lambda r: r.country)
     counts = _counts(seen, len(layout.indices), summaries, plans, submitted.sampled)

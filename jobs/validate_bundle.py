@@ -22,6 +22,7 @@ from segment1b.contracts import path_for
 from segment1b.errors import IntegrityError, PublishError
 from segment1b.identity import RunIdentity
 from segment1b.rng_events import MODULE_OF_LABEL
+from segment1b.rng_log_files import suffix_of
 from segment1b.storage import Storage
 
 from .parameters import RunParameters
@@ -94,6 +95,8 @@ class Validated:
     catalogue_rows: int | None = None
     s3_sites: int | None = None
     rng: RngAccounting = field(default_factory=RngAccounting)
+    #: event label -> form of its published parts ("zstd": .jsonl.zst, "plain": .jsonl)
+    log_forms: dict[str, str] = field(default_factory=dict)
     #: check -> what it counted (s9_summary.json)
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: for the run report: every check task, the number of parts, S7 rows and seconds per country
@@ -143,7 +146,10 @@ def _manifest(seen: Validated) -> dict[str, Any]:
         "grid": params.grid.to_params(), "countries_sha256": params.countries_sha256,
         "reference_countries": path_for("reference_countries", countries_sha256=params.countries_sha256)}
     return {"bundle": BUNDLE, "validator_version": s9.VALIDATOR_VERSION, "identity": seen.target.identity,
-            "parameters": parameters, "inputs": inputs, "logs": logs}
+            "parameters": parameters, "inputs": inputs, "logs": logs,
+            # which file form each event log was published in (contract §9: one form per run)
+            "rng_event_log_forms": {label: {"form": form, "suffix": suffix_of(form)}
+                                    for label, form in sorted(seen.log_forms.items())}}
 
 
 def _rng_accounting(acc: RngAccounting) -> dict[str, Any]:

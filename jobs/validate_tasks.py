@@ -7,7 +7,8 @@ Graph, per merchant-major part ``NNN`` (the same index in S4-S7, ``site_location
   part's merchant range, and runs :func:`segment1b.s9.check_part_tables` and
   :func:`segment1b.s9.check_part_plan`;
 * ``s9-rng5-NNN-<token>`` / ``s9-rng6-NNN-<token>`` stream the ``site_tile_assign`` / ``in_cell_jitter``
-  event file ``part-NNNNN.jsonl`` in 32 MiB chunks (hashing it on the way) with the S5 / S6 part and run
+  event part (``part-NNNNN.jsonl.zst``, decompressed on the fly, or ``part-NNNNN.jsonl``) in 32 MiB chunks of
+  lines (hashing the file's bytes on the way) with the S5 / S6 part and run
   :func:`segment1b.s9.check_part_events`.  Parsing JSON lines is most of S9's cost, so it gets its own tasks
   that run beside the dataset checks, largest first;
 * ``s9-planrows-NNN-<token>`` pick the sampled pairs' rows out of S4 part ``NNN`` (each part read once);
@@ -40,10 +41,11 @@ from segment1b.grid import Grid
 from segment1b.identity import RunIdentity
 from segment1b.keys import iso_of, iso_u16
 from segment1b.rng_events import line_chunks
+from segment1b.rng_log_files import HashingReader, form_of_name, open_lines
 from segment1b.storage import Storage
 
 from .parameters import RunParameters
-from .parts import (CatalogueIndex, merchant_max, merchant_ranges, part_files, parquet_from_bytes,
+from .parts import (CatalogueIndex, log_part_files, merchant_max, merchant_ranges, part_files, parquet_from_bytes,
                     read_catalogue_keys, read_merchant_range)
 from .refcache import country_geometry
 from .runtime import task_key
@@ -53,6 +55,7 @@ __all__ = ["TaskResult", "PartitionDigest", "PartJob", "Layout", "published_layo
            "timed_task", "submit_part_tasks", "submit_plan_tasks", "submit_digest_tasks", "digest_task"]
 
 LABELS = (rng.S5_LABEL, rng.S6_LABEL)
+_HASH_CHUNK = 8 * 2**20
 S4, S5, S6, S7, S8 = s9.S4, s9.S5, s9.S6, s9.S7, s9.S8
 
 
@@ -129,6 +132,8 @@ class Layout:
     catalogue: CatalogueIndex | None
     requirements_rel: str
     requirements: CatalogueIndex | None
+    #: event label -> the form of its published parts ("zstd" or "plain", :mod:`segment1b.rng_log_files`)
+    log_forms: dict[str, str] = field(default_factory=dict)
 
 
 def published_layout(storage: Storage, ident: RunIdentity, findings: s9.Findings) -> Layout:
@@ -139,13 +144,18 @@ def published_layout(storage: Storage, ident: RunIdentity, findings: s9.Findings
         for label in LABELS:
             rels[label] = path_for("rng_events", substream_label=label, **ident.log_tokens)
     parts: dict[str, dict[int, str]] = {}
+    log_forms: dict[str, str] = {}
     for name, rel in rels.items():
-        suffix = "jsonl" if name in LABELS else "parquet"
         if not storage.is_published(rel):
             findings.add("files", "E901_ROW_MISSING", f"{name} is not published", 1, [{"path": rel}])
             parts[name] = {}
             continue
-        parts[name], others = part_files(storage, rel, suffix)
+        if name in LABELS:  # one form per log: parts of the other form are strays
+            log_forms[name], parts[name], others = log_part_files(storage, rel)
+            suffix = "jsonl.zst" if log_forms[name] == "zstd" else "jsonl"
+        else:
+            suffix = "parquet"
+            parts[name], others = part_files(storage, rel, suffix)
         findings.add("files", "E902_ROW_EXTRA", f"{name} holds files that are not part-NNNNN.{suffix}",
                      len(others), [{"path": p} for p in others])
     indices = sorted(set().union(*(set(p) for p in parts.values()))) or [0]
@@ -166,7 +176,7 @@ def published_layout(storage: Storage, ident: RunIdentity, findings: s9.Findings
         findings.add("row_counts", "E901_ROW_MISSING", "s3_requirements is not published, so its n_sites cannot "
                      "be compared", 1, [{"path": s3_rel}])
     return Layout(rels, parts, indices, merchant_ranges(_part_maxima(storage, parts, indices)), cat_rel,
-                  catalogue, s3_rel, requirements)
+                  catalogue, s3_rel, requirements, log_forms)
 
 
 def _part_maxima(storage: Storage, parts: dict[str, dict[int, str]], indices: list[int]) -> list[int | None]:
@@ -261,20 +271,33 @@ def tables_task(job: PartJob) -> TaskResult:
 
 
 def events_task(job: PartJob, label: str) -> TaskResult:
-    """Task ``s9-rng5-NNN`` / ``s9-rng6-NNN``: RNG accounting of one part's event file."""
+    """Task ``s9-rng5-NNN`` / ``s9-rng6-NNN``: RNG accounting of one part's event file (either form).
+
+    The file is read once: its bytes are hashed for the manifest as they are decompressed (``.jsonl.zst``)
+    and cut into chunks of whole lines, parsed chunk by chunk.  A part that cannot be read back (a truncated
+    or corrupt zstd stream, lines that are not event JSON) is an ``E907_RNG_BUDGET`` finding naming it.
+    """
     findings = s9.Findings()
     rel = job.rels[label]
+    form = form_of_name(rel) or "plain"
     ds = S5 if label == rng.S5_LABEL else S6
     table = _read_tables(job.storage, job.rels, [ds], None, None, job.part)[ds]
-    h = hashlib.sha256()
     check = "rng_s5" if label == rng.S5_LABEL else "rng_s6"
-    try:
-        with job.storage.fs.open(job.storage.abspath(rel), "rb") as fh:
-            events = s9.parse_events(line_chunks(fh, h), label, job.expect)
-    except (ValueError, UnicodeDecodeError) as exc:
-        findings.add(check, "E907_RNG_BUDGET", f"{label} event log is not valid event JSON lines", 1,
-                     [{"part": job.part, "path": rel, "error": str(exc)[:300]}])
-        h = hashlib.sha256(job.storage.read_bytes(rel))  # the whole file's digest, for the manifest
+    with job.storage.fs.open(job.storage.abspath(rel), "rb") as fh:
+        raw = HashingReader(fh)
+        try:
+            events = s9.parse_events(line_chunks(open_lines(raw, form)), label, job.expect)
+            problem = None
+        except OSError as exc:  # Arrow's zstd stream: "Truncated compressed stream", "Corrupted block ..."
+            problem = (f"{label} event part is not a complete zstd stream (truncated or corrupt)", exc)
+        except (ValueError, UnicodeDecodeError) as exc:
+            problem = (f"{label} event log is not valid event JSON lines", exc)
+        if problem is not None:
+            for _ in iter(lambda: raw.read(_HASH_CHUNK), b""):  # the whole file's digest, for the manifest
+                pass
+    if problem is not None:
+        findings.add(check, "E907_RNG_BUDGET", problem[0], 1,
+                     [{"part": job.part, "path": rel, "form": form, "error": str(problem[1])[:300]}])
         summary = {"events": 0, "draws": 0, "blocks": 0, "run_ids": [], "unreadable": True}
     else:
         codes = np.unique(events.columns["legal_country_iso"]) if label == rng.S6_LABEL else []
@@ -282,7 +305,7 @@ def events_task(job: PartJob, label: str) -> TaskResult:
         summary = s9.check_part_events(job.part, events, table, _geometries(job, isos), job.grid, job.expect,
                                        job.master, findings)
     size = job.storage.fs.size(job.storage.abspath(rel))
-    return TaskResult(label, job.part, findings.to_list(), summary, {rel: {"sha256_hex": h.hexdigest(),
+    return TaskResult(label, job.part, findings.to_list(), summary, {rel: {"sha256_hex": raw.digest.hexdigest(),
                                                                           "bytes": size}})
 
 

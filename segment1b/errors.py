@@ -90,6 +90,7 @@ FAILURE_CODES: dict[str, str] = {
     # storage (contract §1)
     "E_IMMUTABLE_PARTITION_EXISTS_NONIDENTICAL": "a different partition is already published at this path",
     "E_PUBLISH_IO": "the publish location cannot be written (read-only, full or unreachable)",
+    "E_DISK_SPACE": "the local data root has less free space than the run is estimated to write",
     "E_STAGING_INCOMPLETE": "a staging folder does not hold exactly the files its writers recorded; nothing published",
     # object stores (issue 15): project-defined, the contract names no code for a store that cannot be used
     "E_STORAGE_ACCESS": "an object store refuses the request or no credentials are found for it (data root or target)",

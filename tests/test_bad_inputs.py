@@ -444,6 +444,24 @@ def test_run_cli_empty_catalogue_exits_3_and_publishes_nothing(client, storage, 
     assert not storage.exists(report_path("s3", **run_tokens(storage)))
 
 
+def test_run_cli_without_disk_room_is_e_disk_space_before_s4(client, storage, world_countries, capsys,
+                                                             monkeypatch):
+    """Issue 17: a local root with less free space than S4-S8 and the logs need is refused before S4 (mocked
+    free-space probe), exit 3, nothing of S4-S8 published; with room again the same command passes."""
+    import jobs.disk
+
+    publish_catalogue(storage, [catalogue(SMALL)])
+    probed = []
+    monkeypatch.setattr(jobs.disk, "free_bytes", lambda path: probed.append(path) or 1000)
+    assert cli_main(run_argv(storage, client, world_countries)) == EXIT_CONTRACT_FAILURE
+    err = capsys.readouterr().err
+    assert "FAILED E_DISK_SPACE" in err and "(1000 bytes) free" in err and "rng_events/in_cell_jitter" in err, err
+    assert probed and probed[0].startswith(storage.abspath(""))
+    nothing_visible(storage, *PLACE, **run_tokens(storage))
+    monkeypatch.setattr(jobs.disk, "free_bytes", lambda path: 10**12)
+    assert cli_main(run_argv(storage, client, world_countries, "--through", "s4")) == 0
+
+
 def test_run_cli_corrupt_s6_part_in_s7_exits_3(client, storage, world_countries, capsys):
     from jobs.pipeline import RunRequest, run_pipeline
 

@@ -95,14 +95,11 @@ def test_every_s6_point_is_inside_its_pixel_and_country(placed):
 def test_rng_logs_account_for_every_draw(placed):
     storage, ident, _ = placed
     n_sites = sum(p[2] for p in PAIRS)
-    ev5 = storage.list_files(path_for("rng_events", substream_label="site_tile_assign", **ident.log_tokens))
-    ev5 = b"".join(storage.read_bytes(path_for("rng_events", substream_label="site_tile_assign",
-                                               **ident.log_tokens) + f) for f in ev5)
-    t5 = rng_events.read_events(ev5, "site_tile_assign")
+    ev5_dir = path_for("rng_events", substream_label="site_tile_assign", **ident.log_tokens)
+    assert all(f.endswith(".jsonl.zst") for f in storage.list_files(ev5_dir))  # the default form (contract §9)
+    t5 = rng_events.read_events(world.event_lines(storage, ident, "site_tile_assign"), "site_tile_assign")
     assert t5.num_rows == n_sites
-    ev6_dir = path_for("rng_events", substream_label="in_cell_jitter", **ident.log_tokens)
-    t6 = rng_events.read_events(b"".join(storage.read_bytes(ev6_dir + f) for f in storage.list_files(ev6_dir)),
-                                "in_cell_jitter")
+    t6 = rng_events.read_events(world.event_lines(storage, ident, "in_cell_jitter"), "in_cell_jitter")
     report = json.loads(storage.read_bytes(report_path("s6", **ident.tokens)))
     assert t6.num_rows == report["rng_events"] >= n_sites
     assert sum(report["attempt_histogram"].values()) == n_sites
@@ -208,3 +205,68 @@ def test_a_dead_attempts_parts_are_adopted_only_when_they_check_out(placed, tmp_
                                                                                     recursive=True)
             if ".staging-" in p or "place-progress-" in p]
     assert left == []
+
+
+@pytest.fixture(scope="module")
+def placed_plain(tmp_path_factory, client):
+    """The same world placed with plain ``.jsonl`` event parts (``--rng-logs plain``)."""
+    storage = Storage(str(tmp_path_factory.mktemp("place_plain")))
+    ident = world.build(storage, PAIRS)
+    run_place(storage, client, ident, world.GRID, world.countries_sha256(), through="s6",
+              config=PlaceConfig(part_sites=400, min_unit_sites=50, rng_logs="plain"), out=open("/dev/null", "w"))
+    return storage, ident
+
+
+def _without_ts(lines: bytes) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "ts_utc"} for line in lines.splitlines()]
+
+
+def test_plain_and_zstd_logs_hold_the_same_events_and_the_same_datasets(placed, placed_plain):
+    """Issue 17: the form changes the files, never the lines (but ts_utc and run_id) or a dataset byte."""
+    (zs, zid, _), (ps, pid) = placed, placed_plain
+    assert digests(zs, zid) == digests(ps, pid)
+    for label, suffix in (("site_tile_assign", ".jsonl"), ("in_cell_jitter", ".jsonl")):
+        names = ps.list_files(path_for("rng_events", substream_label=label, **pid.log_tokens))
+        assert names and all(n.endswith(suffix) and not n.endswith(".zst") for n in names)
+        zipped = zs.list_files(path_for("rng_events", substream_label=label, **zid.log_tokens))
+        assert [n + ".zst" for n in names] == zipped
+        plain, packed = world.event_lines(ps, pid, label), world.event_lines(zs, zid, label)
+        drop_run = lambda events: [{k: v for k, v in e.items() if k != "run_id"} for e in events]  # noqa: E731
+        assert drop_run(_without_ts(plain)) == drop_run(_without_ts(packed))
+        size_plain = sum(ps.fs.size(ps.abspath(path_for("rng_events", substream_label=label, **pid.log_tokens) + n))
+                         for n in names)
+        size_zstd = sum(zs.fs.size(zs.abspath(path_for("rng_events", substream_label=label, **zid.log_tokens) + n))
+                        for n in zipped)
+        assert size_zstd * 4 < size_plain
+
+
+@pytest.mark.parametrize("form", ["zstd", "plain"])
+def test_logs_replay_event_for_event(placed, placed_plain, form):
+    """Read every event back (either form) and recompute it with the RNG: S5 u at its counter and the
+    S5 tile, S6 deltas at their counters and the accepted ones equal to s6_site_jitter."""
+    storage, ident = placed[:2] if form == "zstd" else placed_plain
+    master = rng.master_material(ident.seed, ident.manifest_fingerprint)
+    t5 = rng_events.read_events(world.event_lines(storage, ident, rng.S5_LABEL), rng.S5_LABEL)
+    s5 = read(storage, "s5_site_tile_assignment", **ident.tokens)
+    for col in ("merchant_id", "legal_country_iso", "site_order", "tile_id"):
+        assert t5[col].to_pylist() == s5[col].to_pylist()
+    mid = t5["merchant_id"].to_numpy()
+    iso = t5["legal_country_iso"].to_numpy(zero_copy_only=False)
+    key, hi, lo = rng.s5_substreams(master, mid, iso, ident.parameter_hash)
+    offset = t5["site_order"].to_numpy().astype(np.uint64) - np.uint64(1)
+    bhi, blo = rng.counter_add(hi, lo, offset)
+    assert (bhi == t5["rng_counter_before_hi"].to_numpy()).all() and (blo == t5["rng_counter_before_lo"].to_numpy()).all()
+    x0, _ = rng.philox2x64_10(key, bhi, blo)
+    assert (rng.u01(x0) == t5["u"].to_numpy()).all()
+    t6 = rng_events.read_events(world.event_lines(storage, ident, rng.S6_LABEL), rng.S6_LABEL)
+    so = t6["site_order"].to_numpy().astype(np.uint64)
+    key, hi, lo = rng.s6_substreams(master, t6["merchant_id"].to_numpy(),
+                                    t6["legal_country_iso"].to_numpy(zero_copy_only=False), so, ident.parameter_hash)
+    bhi, blo = rng.counter_add(hi, lo, t6["attempt_index"].to_numpy().astype(np.uint64) - np.uint64(1))
+    x0, x1 = rng.philox2x64_10(key, bhi, blo)
+    dlon, dlat = world.GRID.jitter_deltas(t6["tile_id"].to_numpy(), rng.u01(x0), rng.u01(x1))
+    assert (dlon == t6["delta_lon_deg"].to_numpy()).all() and (dlat == t6["delta_lat_deg"].to_numpy()).all()
+    accepted = t6.filter(t6["accepted"])
+    s6 = read(storage, "s6_site_jitter", **ident.tokens)
+    for col in ("merchant_id", "site_order", "tile_id", "delta_lat_deg", "delta_lon_deg"):
+        assert accepted[col].to_pylist() == s6[col].to_pylist()

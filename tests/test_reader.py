@@ -16,6 +16,7 @@ from segment1b import rng
 from segment1b.contracts import path_for
 from segment1b.errors import IntegrityError
 from segment1b.reader import export_geoparquet, open_site_locations, verify_passed_flag
+from segment1b.rng_log_files import form_of_name, read_lines
 from segment1b.storage import Storage
 
 PAIRS = world.random_pairs(80, seed=23)
@@ -81,14 +82,13 @@ def test_reader_refuses_when_the_flag_does_not_vouch(copy, tamper, code):
         storage.write_bytes(egress + "part-99999.parquet",
                             storage.read_bytes(storage.parquet_parts(egress)[0]))
     elif tamper == "delete an RNG event part":
-        events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
-        storage.remove(events + "part-00001.jsonl")
+        storage.remove(world.event_part(storage, ident, rng.S6_LABEL, 1))
     elif tamper == "delete the RNG trace log":
         storage.remove(path_for("rng_trace_log", **ident.log_tokens))
     else:  # the last event of a part gone: the listing shows another size
-        ev = path_for("rng_events", substream_label=rng.S5_LABEL, **ident.log_tokens) + "part-00000.jsonl"
-        data = storage.read_bytes(ev)
-        storage.write_bytes(ev, data[:data.rstrip(b"\n").rfind(b"\n") + 1])
+        ev = world.event_part(storage, ident, rng.S5_LABEL, 0)
+        lines = read_lines(storage.read_bytes(ev), form_of_name(ev))
+        world.rewrite_event_part(storage, ev, lines[:lines.rstrip(b"\n").rfind(b"\n") + 1])
     with pytest.raises(IntegrityError) as e:
         open_site_locations(storage.root_url, ident.seed, FP)
     assert e.value.code == code
@@ -127,10 +127,10 @@ def test_verify_refuses_another_seed(passed):
 def test_deep_verification_rehashes_what_a_listing_cannot_see(copy, capsys):
     """A same-size edit of an RNG log passes the quick check (names and sizes) and fails --deep."""
     storage, ident = copy
-    ev = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens) + "part-00000.jsonl"
+    ev = world.event_part(storage, ident, rng.S6_LABEL, 0)
     data = bytearray(storage.read_bytes(ev))
-    at = data.index(b'"ts_utc":"') + len(b'"ts_utc":"') + 3  # a digit of the year of the first event
-    data[at] = ord("7") if data[at] != ord("7") else ord("8")
+    assert ev.endswith(".jsonl.zst")  # the default form: one byte of a compressed block, same size
+    data[len(data) // 2] ^= 0x01
     storage.write_bytes(ev, bytes(data))
     identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", FP]
     assert verify_passed_flag(storage.root_url, ident.seed, FP)

@@ -23,6 +23,7 @@ from segment1b import rng
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.errors import IntegrityError
 from segment1b.reader import verify_passed_flag
+from segment1b.rng_log_files import form_of_name, read_lines
 from segment1b.s8_egress import ENCODINGS
 from segment1b.storage import Storage, write_parquet_bytes
 
@@ -165,12 +166,11 @@ def test_point_moved_out_of_its_country_is_e608(fresh, client):
 
 def test_edited_rng_event_is_e907(fresh, client):
     storage, ident = fresh
-    ev = path_for("rng_events", substream_label=rng.S5_LABEL, **ident.log_tokens) + "part-00001.jsonl"
-    lines = storage.read_bytes(ev).split(b"\n")
+    ev = world.event_part(storage, ident, rng.S5_LABEL, 1)
+    lines = read_lines(storage.read_bytes(ev), form_of_name(ev)).split(b"\n")
     site = json.loads(lines[2])
     lines[2] = re.sub(rb'"u":[^,}]+', b'"u":0.5', lines[2])
-    with open(storage.abspath(ev), "wb") as fh:
-        fh.write(b"\n".join(lines))
+    world.rewrite_event_part(storage, ev, b"\n".join(lines))
     examples = failed(storage, client, ident, "E907_RNG_BUDGET")
     assert key_of(site) in {key_of(e) for e in examples}
 
@@ -515,8 +515,7 @@ def test_a_failing_audit_leaves_the_run_s_report_and_flag_alone(real_copy, clien
     fp = ident.manifest_fingerprint
     s9_report = report_path("s9", **ident.tokens)
     before = {"report": storage.read_bytes(s9_report), "bundle": storage.partition_digest(_bundle_of(ident))}
-    events = path_for("rng_events", substream_label=rng.S6_LABEL, **ident.log_tokens)
-    storage.remove(events + "part-00000.jsonl")
+    storage.remove(world.event_part(storage, ident, rng.S6_LABEL, 0))
     identity = ["--data-root", storage.root_url, "--seed", str(ident.seed), "--fingerprint", fp]
     assert cli_main(["validate", *identity, "--scheduler", client.scheduler.address]) == EXIT_CONTRACT_FAILURE
     assert "E901_ROW_MISSING" in capsys.readouterr().err
@@ -529,3 +528,38 @@ def test_a_failing_audit_leaves_the_run_s_report_and_flag_alone(real_copy, clien
     assert "E911_FINALITY" in capsys.readouterr().err
     report = pictures_report.collect_report(storage, ident, include_map=False)
     assert report["audit"]["status"] == "FAIL"
+
+
+def test_truncated_zstd_event_part_is_e907_naming_the_part(fresh, client):
+    """Issue 17: a .jsonl.zst part cut short is refused, with the part's path, not parsed as far as it goes."""
+    storage, ident = fresh
+    ev = world.event_part(storage, ident, rng.S6_LABEL, 1)
+    assert ev.endswith(".jsonl.zst")
+    data = storage.read_bytes(ev)
+    with open(storage.abspath(ev), "wb") as fh:
+        fh.write(data[: len(data) * 2 // 3])
+    examples = failed(storage, client, ident, "E907_RNG_BUDGET")
+    assert {"part": 1, "path": ev, "form": "zstd"}.items() <= examples[0].items()
+    assert "Truncated" in examples[0]["error"] or "truncat" in examples[0]["error"].lower()
+
+
+def test_plain_event_logs_validate_and_the_bundle_records_the_form(validated, tmp_path, client):
+    """Issue 17: a run with ``--rng-logs plain`` passes S9 like the default; MANIFEST.json says which form."""
+    zs, zident, _ = validated
+    manifest = json.loads(zs.read_bytes(BUNDLE + "MANIFEST.json"))
+    assert manifest["rng_event_log_forms"] == {label: {"form": "zstd", "suffix": ".jsonl.zst"}
+                                               for label in (rng.S5_LABEL, rng.S6_LABEL)}
+    storage = Storage(str(tmp_path / "plain"))
+    ident = world.placed(storage, client, PAIRS, rng_logs="plain")
+    result = run_s9(storage, client, ident.seed, FP, out=io.StringIO())
+    assert result.passed, result.failed_codes
+    manifest = json.loads(storage.read_bytes(BUNDLE + "MANIFEST.json"))
+    assert manifest["rng_event_log_forms"] == {label: {"form": "plain", "suffix": ".jsonl"}
+                                               for label in (rng.S5_LABEL, rng.S6_LABEL)}
+    assert [p for p in (f["path"] for f in manifest["logs"]) if "/events/" in p] and all(
+        p.endswith(".jsonl") for p in (f["path"] for f in manifest["logs"]) if "/events/" in p)
+    acc = json.loads(storage.read_bytes(BUNDLE + "rng_accounting.json"))["families"]
+    acc_z = json.loads(zs.read_bytes(BUNDLE + "rng_accounting.json"))["families"]
+    assert {k: acc[k]["events"] for k in acc} == {k: acc_z[k]["events"] for k in acc_z}
+    assert cli_main(["verify-flag", "--data-root", storage.root_url, "--seed", str(ident.seed),
+                     "--fingerprint", FP, "--deep"]) == 0

@@ -183,8 +183,9 @@ def publish_catalogue(storage: Storage, ident: RunIdentity, pairs: list[tuple[in
 
 
 def placed(storage: Storage, client, pairs: list[tuple[int, str, int]], *,
-           part_sites: int = 400) -> RunIdentity:
-    """The synthetic world with its catalogue, S4-S6 and S7/S8 published (for S7-S9 and reader tests)."""
+           part_sites: int = 400, rng_logs: str = "zstd") -> RunIdentity:
+    """The synthetic world with its catalogue, S4-S6 and S7/S8 published (for S7-S9 and reader tests);
+    RNG event parts in the form ``rng_logs``."""
     import io
 
     from jobs.place import PlaceConfig, run_place
@@ -192,8 +193,33 @@ def placed(storage: Storage, client, pairs: list[tuple[int, str, int]], *,
 
     ident = build(storage, pairs)
     publish_catalogue(storage, ident, pairs)
-    run_place(storage, client, ident, GRID, countries_sha256(), config=PlaceConfig(part_sites=part_sites,
-                                                                                 min_unit_sites=50),
-              out=io.StringIO())
+    run_place(storage, client, ident, GRID, countries_sha256(),
+              config=PlaceConfig(part_sites=part_sites, min_unit_sites=50, rng_logs=rng_logs), out=io.StringIO())
     run_s7_s8(storage, client, ident, out=io.StringIO())
     return ident
+
+
+def event_part(storage: Storage, ident: RunIdentity, label: str, part: int) -> str:
+    """The path of event part ``part`` of ``label``, whichever form (``.jsonl.zst`` or ``.jsonl``) it has."""
+    from segment1b.contracts import path_for
+
+    folder = path_for("rng_events", substream_label=label, **ident.log_tokens)
+    name = f"part-{part:05d}."
+    return folder + next(f for f in storage.list_files(folder) if f.startswith(name))
+
+
+def event_lines(storage: Storage, ident: RunIdentity, label: str) -> bytes:
+    """Every event line of ``label``'s log, parts in order, decompressed when they are ``.jsonl.zst``."""
+    from segment1b.contracts import path_for
+    from segment1b.rng_log_files import form_of_name, read_lines
+
+    folder = path_for("rng_events", substream_label=label, **ident.log_tokens)
+    return b"".join(read_lines(storage.read_bytes(folder + f), form_of_name(f)) for f in storage.list_files(folder))
+
+
+def rewrite_event_part(storage: Storage, rel: str, lines: bytes) -> None:
+    """Replace an event part by ``lines``, in the part's own form (a tampering step of the tests)."""
+    from segment1b.rng_log_files import encode_chunks, form_of_name
+
+    with open(storage.abspath(rel), "wb") as fh:
+        fh.write(b"".join(encode_chunks([lines], form_of_name(rel))))
