@@ -46,6 +46,7 @@ from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
+from segment1b.keys import iso_u16
 from segment1b.lease import Lease
 from segment1b.rng_events import audit_record, jsonl_lines, trace_record
 from segment1b.rng_log_files import DEFAULT_LOG_FORM, check_log_form
@@ -331,11 +332,12 @@ def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.nda
                          dataset="s3_requirements", path=storage.url(rel), hint="run S3 first (`segment1b run`)")
     tables = [storage.read_parquet(p, dataset_id="s3_requirements") for p in storage.parquet_parts(rel)]
     if not tables:
-        return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, str),
+        return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, np.uint16),
                 "n_sites": np.empty(0, np.int64)}
     t = pa.concat_tables(tables)
-    return {"merchant_id": t["merchant_id"].to_numpy(),
-            "legal_country_iso": np.asarray(t["legal_country_iso"].to_pylist()), "n_sites": t["n_sites"].to_numpy()}
+    # countries as uint16 codes: no Python string per pair in the client (issue 17: ~18 M pairs at x1000)
+    return {"merchant_id": t["merchant_id"].to_numpy(), "legal_country_iso": iso_u16(t["legal_country_iso"]),
+            "n_sites": t["n_sites"].to_numpy()}
 
 
 def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countries_sha256: str) -> None:

@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+
+from segment1b.keys import iso_of, iso_u16
 
 __all__ = ["Part", "Segment", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
            "NAMED_COUNTRIES", "NAMED_MIN_SHARE"]
@@ -140,15 +143,11 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     split (S5 needs all sites of a pair together).  Units only group the work: outputs are laid out by
     ``parts`` and every draw is keyed by (merchant, country, site), so units change no output byte.
     """
-    import pandas as pd
-
     merchant_id = np.asarray(merchant_id, dtype=np.uint64)
     n_sites = np.asarray(n_sites, dtype=np.int64)
     bounds = np.array([p.merchant_hi for p in parts], dtype=np.uint64)
     part_of_pair = np.searchsorted(bounds, merchant_id, side="left")
-    frame = pd.DataFrame({"iso": np.asarray(country_iso, dtype=object), "part": part_of_pair})
-    # positions of each (country, part) group, in merchant order (groupby keeps the original order)
-    groups = {(str(iso), int(part)): idx for (iso, part), idx in frame.groupby(["iso", "part"], sort=True).indices.items()}
+    groups = _pair_groups(_iso_codes(country_iso), part_of_pair)
     if not groups:
         return []
     group_sites = {key: int(n_sites[idx].sum()) for key, idx in groups.items()}
@@ -191,6 +190,32 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
         flush(pack, part)
     units.sort(key=lambda u: (-u.cost, u.label, u.chunk))
     return units
+
+
+def _iso_codes(country_iso) -> np.ndarray:
+    """Countries as uint16 codes (:func:`segment1b.keys.iso_u16`), from codes or two-letter strings."""
+    codes = np.asarray(country_iso)
+    if codes.dtype == np.uint16:
+        return codes
+    return iso_u16(pa.array(codes.astype(str), pa.string()))
+
+
+def _pair_groups(iso16: np.ndarray, part_of_pair: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """Positions of each (country, part) group's pairs, in their original (merchant) order.
+
+    One stable sort of integer keys: no Python object per pair, so the client plans millions of pairs
+    (x1000: ~18 M) in a few hundred MB (issue 17; the pandas groupby over ISO strings it replaces held
+    ~80 B a pair).  ISO codes sort as their strings, so groups come in (ISO, part) order.
+    """
+    if iso16.size == 0:
+        return {}
+    key = part_of_pair.astype(np.int64) | (iso16.astype(np.int64) << 40)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return {(iso_of(int(sorted_key[a] >> 40)), int(sorted_key[a] & ((1 << 40) - 1))): order[a:b]
+            for a, b in zip(starts, ends)}
 
 
 def _split_by_sites(idx: np.ndarray, n_sites: np.ndarray, target: int) -> list[np.ndarray]:

@@ -263,17 +263,14 @@ def test_the_weight_prefix_is_computed_once_per_country(published, monkeypatch):
     assert calls == Counter(set(plan["legal_country_iso"]))  # ...and still get one prefix each
 
 
-def test_layers_name_their_state_on_the_dashboard(published, client):
+def test_layers_name_their_state_on_the_dashboard(published):
     root, ident = published
     requirements, surfaces, streams = _frames(root, ident)
     located = place(requirements, surfaces, streams)
     assert {key_split(k) for k in located.optimize(fuse=False).dask} >= set(LAYERS.values())
-    persisted = located.persist(fuse=False)
-    try:
-        prefixes = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
-        assert prefixes >= set(LAYERS.values())
-    finally:
-        del persisted
+    # The graph persist(fuse=False) submits is the one checked above.  What the scheduler shows is not checked
+    # here: in a session where another test computed the same (deterministic) keys they do not run again, and
+    # the scheduler forgets a prefix once its tasks are released, so either check would be a race.
 
 
 def _readme_example() -> str:
