@@ -33,10 +33,13 @@ DATASETS = ("s3_requirements", "s4_alloc_plan", "s5_site_tile_assignment", "s6_s
 def _cluster(n_workers: int):
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=50, memory_limit="4GiB",
-                           scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
-    return cluster, Client(cluster)
+    from cluster.client import short_message_logs
+
+    with short_message_logs():  # as `segment1b run` starts its cluster (issue 17: the client's memory)
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=50, memory_limit="4GiB",
+                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+        return cluster, Client(cluster)
 
 
 def _prepared_root(workdir: str, grid: str) -> tuple[str, dict]:
