@@ -25,6 +25,7 @@ from pathlib import Path
 import distributed  # noqa: F401  imported before any dask.config.set (see cluster_fixtures.tls_config)
 import pytest
 
+from moto_s3 import moto_s3, storage_options
 from cluster_fixtures import START_TIMEOUT, die_with_parent, make_pki, repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.storage import Storage
@@ -430,22 +431,8 @@ def test_tls_cluster_runs_with_the_certificate_and_refuses_clients_without_it(tm
 
 @pytest.fixture(scope="module")
 def s3_server():
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import boto3
-
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket="segment1b-e2e")
-        # what s3fs needs: the endpoint, a region and credentials (moto accepts any)
-        yield {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    finally:
-        server.stop()
+    with moto_s3("segment1b-e2e") as endpoint:
+        yield storage_options(endpoint)
 
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT)

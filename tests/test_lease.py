@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from moto_s3 import moto_s3, storage_options
 from cluster_fixtures import die_with_parent
 from segment1b.contracts import path_for
 from segment1b.errors import BusyError
@@ -183,22 +184,9 @@ def test_a_root_that_cannot_hold_a_lock_file_gets_a_lease_that_writes_nothing(tm
 # -- S3: conditional writes, heartbeat, time-to-live --------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import boto3
-
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket="segment1b-lease")
-        yield {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    finally:
-        server.stop()
+def s3():
+    with moto_s3("segment1b-lease") as endpoint:
+        yield storage_options(endpoint)
 
 
 def test_on_s3_one_of_several_racing_holders_wins_and_a_killed_one_is_taken_over_after_its_ttl(holders, s3):

@@ -14,6 +14,7 @@ import geopandas
 import pytest
 
 import world
+from moto_s3 import moto_s3
 from jobs.cli import EXIT_CONTRACT_FAILURE
 from jobs.cli import main as cli_main
 from jobs.validate import run_s9
@@ -26,20 +27,8 @@ FP = world.FINGERPRINT
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import boto3
-
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture

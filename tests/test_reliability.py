@@ -104,11 +104,13 @@ def _open_dir(path: str) -> str:
     return path
 
 
-def _cli_run(root: str, *, prefix=(), preexec=None, env=None, memory_limit="2GiB") -> subprocess.CompletedProcess:
+def _cli_run(root: str, *, prefix=(), preexec=None, env=None, memory_limit="2GiB",
+             options=()) -> subprocess.CompletedProcess:
     """`segment1b run` in a subprocess (its own LocalCluster, so the workers inherit its limits)."""
     argv = [*prefix, sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED),
             "--grid", runs.GRID, "--scale", runs.SCALE, "--workers", "2", "--threads-per-worker", "1",
-            "--memory-limit", memory_limit]
+            "--memory-limit", memory_limit, *options]
+
     def start() -> None:
         if preexec is not None:
             preexec()
@@ -134,11 +136,12 @@ def _file_size_limit(limit: int):
 
 
 def test_full_location_is_e_publish_io_naming_the_path_and_a_rerun_completes(undisturbed, client, tmp_path):
-    """Writes past 1 MB fail (RLIMIT_FSIZE, in every worker too): the S5 event log (1.4 MB) cannot be written."""
+    """Writes past 1 MB fail (RLIMIT_FSIZE, in every worker too): the plain S5 event log (1.4 MB; compressed it
+    would fit) cannot be written."""
     ident, expected = undisturbed
     prepared, _ = runs.prepared_root(client)
     root = runs.fresh_root(prepared, str(tmp_path / "root"))
-    proc = _cli_run(root, preexec=_file_size_limit(1_000_000))
+    proc = _cli_run(root, preexec=_file_size_limit(1_000_000), options=("--rng-logs", "plain"))
     assert proc.returncode == 3, proc.stderr[-3000:]
     err = proc.stderr
     assert "FAILED E_PUBLISH_IO: cannot write: file too large" in err and "(EFBIG)" in err, err[-3000:]
