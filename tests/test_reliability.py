@@ -372,7 +372,9 @@ def test_losing_the_scheduler_mid_run_is_c202_exit_4(client, tmp_path):
         wait_for_workers(address, 2)
         argv = [sys.executable, "-m", "jobs.cli", "run", "--data-root", root, "--seed", str(runs.SEED), "--grid",
                 runs.GRID, "--scale", runs.SCALE, "--scheduler", address]
-        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo_env(),
+        # the client gives up reconnecting after connect-timeout (default 30 s): 8 s keeps the test short
+        env = {**repo_env(), "DASK_SEGMENT1B__CLUSTER__CONNECT_TIMEOUT": "8"}
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=os.path.dirname(os.path.dirname(__file__)), preexec_fn=die_with_parent)
         seen = []
         for line in run.stdout:  # wait for the state to start, then kill the scheduler
