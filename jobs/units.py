@@ -151,11 +151,7 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     if not groups:
         return []
     group_sites = {key: int(n_sites[idx].sum()) for key, idx in groups.items()}
-    country_sites: dict[str, int] = {}
-    for (iso, _), sites in group_sites.items():
-        country_sites[iso] = country_sites.get(iso, 0) + sites
-    big = [c for c in country_sites if country_sites[c] >= NAMED_MIN_SHARE * int(n_sites.sum())]
-    own = set(sorted(big, key=lambda c: (-country_sites[c], c))[:max(0, named)])
+    own = _named_countries(group_sites, named)
     spread = int(n_sites.sum()) / (UNITS_PER_WORKER * max(1, int(workers)))
     target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(list(group_sites.values()))), spread)))
     units: list[Unit] = []
@@ -190,6 +186,17 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
         flush(pack, part)
     units.sort(key=lambda u: (-u.cost, u.label, u.chunk))
     return units
+
+
+def _named_countries(group_sites: dict[tuple[str, int], int], named: int) -> set[str]:
+    """The ``named`` countries with the most sites (ties: ISO order) among those holding at least
+    :data:`NAMED_MIN_SHARE` of all sites: they get units of their own on the dashboard (issue 15)."""
+    country_sites: dict[str, int] = {}
+    for (iso, _), sites in group_sites.items():
+        country_sites[iso] = country_sites.get(iso, 0) + sites
+    total = sum(country_sites.values())
+    big = [c for c in country_sites if country_sites[c] >= NAMED_MIN_SHARE * total]
+    return set(sorted(big, key=lambda c: (-country_sites[c], c))[:max(0, named)])
 
 
 def _iso_codes(country_iso) -> np.ndarray:
