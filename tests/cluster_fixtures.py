@@ -62,6 +62,18 @@ def _kill_what_is_left() -> None:
         procs.kill()
 
 
+def group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process of group ``pgid`` is left (True), or ``timeout`` seconds (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def repo_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for subprocesses that import this checkout (jobs, segment1b, cluster), as an installed
     distribution would provide: the repository first on PYTHONPATH, no inherited scheduler address."""

@@ -89,3 +89,13 @@ def run(storage: Storage, client, **overrides):
     from jobs.pipeline import run_pipeline
 
     return run_pipeline(storage, client, run_request(**overrides), out=io.StringIO())
+
+
+def passed_run(client, folder: str) -> tuple[Storage, object]:
+    """A fresh copy of the prepared root in ``folder``, one undisturbed run on it (it must pass): (storage,
+    RunSummary)."""
+    prepared, _ = prepared_root(client)
+    storage = Storage(fresh_root(prepared, os.path.join(folder, "root")))
+    summary = run(storage, client)
+    assert summary.passed
+    return storage, summary

@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 import runs
-from cluster_fixtures import die_with_parent, repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import die_with_parent, group_gone, repo_env, start_cluster, wait_for_workers
 from segment1b.contracts import DATASETS, path_for
 from segment1b.storage import Storage
 
@@ -151,14 +151,8 @@ def _read_lines(stream, sink: list[str]) -> None:
 
 
 def _wait_group_gone(pgid: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.killpg(pgid, signal.SIGKILL)
+    if not group_gone(pgid, timeout):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import distributed  # noqa: F401  imported before any dask.config.set (see clust
 import pytest
 
 from moto_s3 import moto_s3, storage_options
-from cluster_fixtures import START_TIMEOUT, die_with_parent, make_pki, repo_env, start_cluster, wait_for_workers
+from cluster_fixtures import (START_TIMEOUT, die_with_parent, group_gone, make_pki, repo_env, start_cluster,
+                              wait_for_workers)
 from segment1b.contracts import dataset, path_for, report_path
 from segment1b.storage import Storage
 
@@ -176,14 +177,8 @@ def run_until_killed(argv: list[str], cwd: Path, when, *, env: dict[str, str] | 
 
 
 def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"processes of group {pgid} survived SIGKILL")
+    if not group_gone(pgid, timeout):
+        pytest.fail(f"processes of group {pgid} survived SIGKILL")
 
 
 def after(marker: str, seconds: float = 0.0):

@@ -44,10 +44,7 @@ def _cluster(memory_limit: str = "2GiB", threads: int = 1):
 @pytest.fixture(scope="module")
 def undisturbed(client, tmp_path_factory):
     """One run of `segment1b run` that nothing disturbs: the reference bytes."""
-    prepared, prep = runs.prepared_root(client)
-    storage = Storage(runs.fresh_root(prepared, str(tmp_path_factory.mktemp("undisturbed") / "root")))
-    summary = runs.run(storage, client)
-    assert summary.passed
+    storage, summary = runs.passed_run(client, str(tmp_path_factory.mktemp("undisturbed")))
     ident = summary.identity
     digests = runs.dataset_digests(storage, ident["seed"], ident["manifest_fingerprint"], ident["parameter_hash"])
     assert all(digests.values()), digests

@@ -66,13 +66,19 @@ def test_long_tail_country_is_split_and_small_ones_are_packed():
     assert {u.label for u in units} == {"US", "AD", "MC", "LI", "SM"}
 
 
-def test_many_tiny_countries_become_a_few_packed_units():
-    countries = [a + b for a in "ABCDEFGH" for b in "ABCDEFGH"]  # 64 countries of 3 sites each, and US
+def _tiny_countries_and_us():
+    """64 countries of 3 pairs of one site each, and US with 1000 pairs of 10 sites; merchant order."""
+    countries = [a + b for a in "ABCDEFGH" for b in "ABCDEFGH"]
     m = np.arange(64 * 3 + 1000, dtype=np.uint64)
     iso = np.array(countries * 3 + ["US"] * 1000)
     order = np.lexsort((iso, m))
     m, iso = m[order], iso[order]
     n = np.where(iso == "US", 10, 1)
+    return m, iso, n
+
+
+def test_many_tiny_countries_become_a_few_packed_units():
+    m, iso, n = _tiny_countries_and_us()
     units = plan_units(m, iso, n, plan_parts(m, n, 10**9), min_unit_sites=100, workers=100)
     small = [u for u in units if u.label == SMALL_LABEL]
     assert 1 <= len(small) <= 2 and sum(len(u.segments) for u in small) == 64
@@ -122,12 +128,7 @@ def test_the_biggest_countries_of_a_run_get_units_of_their_own_in_every_part():
 
 
 def test_only_countries_with_a_share_of_the_run_are_named():
-    countries = [a + b for a in "ABCDEFGH" for b in "ABCDEFGH"]  # 64 countries of 3 sites each, and US
-    m = np.arange(64 * 3 + 1000, dtype=np.uint64)
-    iso = np.array(countries * 3 + ["US"] * 1000)
-    order = np.lexsort((iso, m))
-    m, iso = m[order], iso[order]
-    n = np.where(iso == "US", 10, 1)
+    m, iso, n = _tiny_countries_and_us()
     parts = plan_parts(m, n, 2000)
     assert len(parts) == 6
     units = plan_units(m, iso, n, parts, min_unit_sites=100_000, workers=1)

@@ -359,10 +359,7 @@ def test_plan_sample_can_be_chosen_or_turned_off(fresh, client):
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory, client):
-    prepared, _ = runs.prepared_root(client)
-    storage = Storage(runs.fresh_root(prepared, str(tmp_path_factory.mktemp("real") / "root")))
-    summary = runs.run(storage, client)
-    assert summary.passed
+    storage, summary = runs.passed_run(client, str(tmp_path_factory.mktemp("real")))
     return storage, resolve_identity(storage, runs.SEED, summary.identity["manifest_fingerprint"])
 
 
