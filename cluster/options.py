@@ -124,6 +124,9 @@ def _check_positive_int(value: Any, source: str) -> int | None:
     return value
 
 
+MIN_WORKER_MEMORY = 256 * 2**20
+
+
 def _check_memory(value: Any, source: str) -> int | None:
     """Bytes as an int, a size string ("4GiB", "500 MB") or "auto"/None for "share of available memory"."""
     from dask.utils import parse_bytes
@@ -142,6 +145,9 @@ def _check_memory(value: Any, source: str) -> int | None:
         value = int(value)
     if not isinstance(value, int) or value <= 0:
         raise _bad(source, value, expected)
+    if value < MIN_WORKER_MEMORY:  # below it the nanny kills a worker while it starts: a lost cluster, no message
+        raise _bad(source, value, "at least 256 MiB per worker (what a Dask worker process needs to start); "
+                   "`segment1b run` refuses too small a limit for its data with the minimum that works")
     return value
 
 

@@ -118,10 +118,20 @@ def test_bad_values_are_named_with_the_valid_choices(field, value, expected_word
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("4GiB", 4 * GiB), ("500 MB", 500 * 10**6), (1024, 1024), (2.0**30, GiB), ("auto", None), (None, None)],
+    [("4GiB", 4 * GiB), ("500 MB", 500 * 10**6), (300 * 2**20, 300 * 2**20), (2.0**30, GiB), ("auto", None),
+     (None, None)],
 )
 def test_memory_limit_is_parsed_to_bytes(value, expected):
     assert ClusterOptions(memory_limit=value).memory_limit == expected
+
+
+@pytest.mark.parametrize("value", ["100MB", 1024])
+def test_a_memory_limit_a_worker_cannot_start_in_is_c001(value):
+    # Seen: `run --memory-limit 100MB` started workers that the nanny killed at once, and the run failed as a
+    # lost scheduler (C202) with distributed's error logs, instead of naming the limit
+    with pytest.raises(ClusterConfigError) as info:
+        ClusterOptions(memory_limit=value)
+    assert info.value.code == "C001_OPTION_INVALID" and "256 MiB" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [None, False, "off", "None", "false"])
