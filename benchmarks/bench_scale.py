@@ -7,7 +7,8 @@ seconds (the client's, and the tasks' from the run reports), the peak RSS of eac
 process, the bytes written (datasets; RNG logs) and the **cost per site relative to x100** (wall per site
 divided by x100's: flat means linear).  The same run also measures
 
-* S4-S6 at x100 on 1 worker against 2 (the speed-up, writers and logs included), when x100 is selected;
+* S4-S6 at x100 on 1 worker against 2 (the speed-up, writers and logs included), when x100 is selected,
+  next to what two processes get from this machine at all (:mod:`benchmarks.machine`);
 * reference S4-S6 and S9 with plain ``.jsonl`` logs against the default zstd ones.
 
 Run: ``python -m benchmarks.run scale --scales reference,x10,x100 --workdir /work/bench-out`` (``--scale all``
@@ -21,6 +22,7 @@ import os
 import shutil
 
 from .bench_pipeline import _cluster, _fresh_root, _prepared_root
+from .machine import parallel_ceiling
 
 SCALES = {"all": ("reference", "x10", "x100", "x1000"), "reference": ("reference",), "x10": ("x10",),
           "x100": ("x100",), "x1000": ("x1000",)}
@@ -143,6 +145,9 @@ def run_scales(bench, scales: tuple[str, ...], workdir: str = "bench-out") -> di
                         states=("generate", "s0-s3", "s4-s6"))
         extra["x100 S4-S6 1->2 workers"] = one["s4-s6"]["wall_s"] / results["x100"]["s4-s6"]["wall_s"]
         extra["x100 S4-S6 1 worker wall s"] = one["s4-s6"]["wall_s"]
+        # what two processes get from this machine at all (benchmarks.machine): the speed-up's ceiling here
+        ceiling = extra["machine 1->2 process ceiling"] = parallel_ceiling()["ceiling"]
+        extra["x100 S4-S6 speed-up / ceiling"] = extra["x100 S4-S6 1->2 workers"] / ceiling
     if "reference" in scales:
         plain = run_chain(bench, "reference-plain", prepared, prep, workdir, "reference", rng_logs="plain")
         z = results["reference"]
