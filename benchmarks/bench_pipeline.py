@@ -149,16 +149,15 @@ def run(bench, scale: str, params: dict, workdir: str = "bench-out") -> None:
 def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     """Time the S4->S6 unit tasks of ``run_place`` alone (no part writers, nothing written).
 
-    The per-country weight prefixes and each part's pairs are computed first, outside the timed step.  This
-    isolates how the jitter scales with workers from the cost of writing ~700 bytes of JSON per RNG event to
-    one disk, which both worker counts share.
+    The per-country weight prefixes are computed first, outside the timed step.  This isolates how the
+    jitter scales with workers from the cost of writing ~700 bytes of JSON per RNG event to one disk, which
+    both worker counts share.
     """
     from distributed import wait
 
-    from jobs.parts import CatalogueIndex
     from jobs.pipeline import prepared_grid
-    from jobs.place_tasks import country_prefix, part_pairs
-    from jobs.requirement_pairs import read_pairs
+    from jobs.place_tasks import country_prefix
+    from jobs.requirement_pairs import part_reads, read_pairs
     from jobs.tiles import country_row_groups
     from jobs.units import plan_parts, plan_units
     from segment1b import rng
@@ -177,24 +176,21 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
             max_n[seg.country_iso] = max(max_n.get(seg.country_iso, 0), seg.max_n_sites)
     prefixes = {c: client.submit(country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
                 for c, k in max_n.items()}
-    # each part's pairs, read once for its units (as run_place does)
-    index = CatalogueIndex(storage, rel, "s3_requirements")
-    part_futs = [client.submit(part_pairs, storage, index.refs(p.merchant_lo, p.merchant_hi), p.merchant_lo,
-                               p.merchant_hi, pure=False) for p in parts]
-    wait(list(prefixes.values()) + part_futs)
+    reads = part_reads(storage, rel, parts)
+    wait(list(prefixes.values()))
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     with bench.step(label, baseline=baseline):
         futs = client.map(_sites_jittered, [[prefixes[c] for c in u.countries] for u in units],
-                          [part_futs[u.part] for u in units], [u.segments for u in units], pure=False,
+                          [reads[u.part] for u in units], [u.segments for u in units], pure=False,
                           storage=storage,
                           countries_sha256=prep["countries_sha256"], grid=prepared_grid(prep), master=master,
                           parameter_hash=ph)
         sites = sum(client.gather(futs))
     bench.note(label, sites=sites, sites_per_s=round(sites / bench.steps[label].wall_s))
-    client.cancel(list(prefixes.values()) + part_futs + futs)
+    client.cancel(list(prefixes.values()) + futs)
 
 
-def _sites_jittered(prefixes, pairs, segments, **kwargs) -> int:
+def _sites_jittered(prefixes, part, segments, **kwargs) -> int:
     from jobs.place_tasks import place_unit
 
-    return sum(r.rows for r in place_unit(prefixes, pairs, segments, through="s6", **kwargs)["s6"])
+    return sum(r.rows for r in place_unit(prefixes, part, segments, through="s6", **kwargs)["s6"])

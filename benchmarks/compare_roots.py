@@ -3,11 +3,12 @@
 
 * every Parquet file under ``data/`` (same relative paths): SHA-256 of the bytes;
 * every RNG log file under ``logs/`` (``.jsonl.zst`` event parts, ``.jsonl`` audit/trace): SHA-256 of the
-  bytes, and of the lines without ``ts_utc`` and ``run_id``.  Those two fields are the wall clock and a
-  random id of each run (contract §1), so two runs never have byte-identical logs, not even two runs of the
-  same code; the ``run_id=`` folder is compared as ``run_id=*``.  Everything else must be equal.
+  bytes, and of the lines without ``ts_utc``, ``run_id`` and ``build_commit``.  The first two are the wall
+  clock and a random id of each run (contract §1), so two runs never have byte-identical logs, not even two
+  runs of the same code; the audit record's ``build_commit`` names the code that ran.  The ``run_id=``
+  folder is compared as ``run_id=*``.  Everything else must be equal.
 
-Exit 0 when every dataset file is byte-identical and every log line equal but for those two fields.
+Exit 0 when every dataset file is byte-identical and every log line equal but for those fields.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 RUN_ID = re.compile(r"run_id=[0-9a-f]{32}")
-PER_RUN = ("ts_utc", "run_id")
+PER_RUN = ("ts_utc", "run_id", "build_commit")
 
 
 def _lines(path: Path) -> bytes:
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
         elif lines_a is not None:
             same_lines += lines_a == lines_b
             if lines_a != lines_b:
-                problems.append(f"log lines differ (beyond ts_utc/run_id): {k}")
+                problems.append(f"log lines differ (beyond {'/'.join(PER_RUN)}): {k}")
     datasets = sum(v[1] is None for v in a.values())
     print(f"{datasets} Parquet files under data/, {len(a) - datasets} log files under logs/; "
           f"{same_bytes} of {len(a.keys() & b.keys())} byte-identical; log files with equal lines but for "

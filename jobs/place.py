@@ -5,14 +5,14 @@ Graph (all keys readable on the dashboard):
 * ``s4-weights-<ISO>``: once per country, read the country's tile weights (two columns, only its row
   groups) and keep the sorted prefix of its ``2·max(n)`` heaviest tiles; check those tiles exist in
   ``tile_index`` reading only the ``tile_id`` column of the row groups that can hold them.
-* ``s4-pairs-<p>``: once per output part, read the part's pairs from ``s3_requirements`` (only the row
-  groups of its merchant range), for the part's units; the client keeps no future of it, so the scheduler
-  releases it once those units are done.
 * per unit (country, part, chunk): one task runs S4 → S5 → S6 back to back (each step only feeds the next,
-  so they are fused; each still times itself).  Its arguments describe its pairs (country, merchant range,
-  counts: :class:`jobs.units.Segment`); it takes them from its part's pairs, so no per-pair array is held by
-  the client or travels through the scheduler (issue 17: at x1000 they were ~280 MB of task arguments).  Its key names the last state run: ``s6-jitter-<ISO>-<k>``
-  (``s4-alloc-…`` or ``s5-assign-…`` with ``--through s4``/``s5``).
+  so they are fused; each still times itself).  Its key names the last state run: ``s6-jitter-<ISO>-<k>``
+  (``s4-alloc-…`` or ``s5-assign-…`` with ``--through s4``/``s5``).  Its arguments describe its pairs
+  (country, merchant range, counts: :class:`jobs.units.Segment`) and where its part's pairs are; it takes
+  them from the part's pairs, which a worker reads from ``s3_requirements`` once for all the part's units
+  it runs (only the row groups of the part's merchant range, :mod:`jobs.requirement_pairs`).  So no per-pair
+  array is held by the client or travels through the scheduler (issue 17: at x1000 they were ~280 MB of
+  task arguments).
 * per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
   sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
 
@@ -57,9 +57,8 @@ from segment1b.storage import Storage, part_name
 from .footprint import worker_memory as _worker_memory
 from .place_progress import (adopt_finished_parts, drop_progress, expected_files, finished_parts, part_records,
                              progress_folder, recorded_parts)
-from .parts import CatalogueIndex
-from .place_tasks import SPECS, STATES, PartRecord, UnitTiming, country_prefix, part_pairs, place_unit, write_part
-from .requirement_pairs import Pairs, read_pairs
+from .place_tasks import SPECS, STATES, PartRecord, UnitTiming, country_prefix, place_unit, write_part
+from .requirement_pairs import Pairs, PartRead, part_reads, read_pairs
 from .runtime import Workers, WrittenReport, gather, has_receipt, release_freed_memory, task_key, token_of, \
     write_state_report
 from .tiles import country_row_groups
@@ -116,7 +115,7 @@ class Work:
     done_parts: set[int]
     todo_parts: list[Part]
     live_units: list[Unit]
-    requirements: CatalogueIndex  # s3_requirements' row groups by merchant range (footers only)
+    part_reads: dict[int, PartRead]  # where each part's pairs are in s3_requirements (footers only)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,7 +217,7 @@ def _plan_work(storage: Storage, client, ident: RunIdentity, attempt: Attempt, c
     todo_parts = [p for p in parts if p.index not in done_parts]
     todo_idx = {p.index for p in todo_parts}
     return Work(parts, done_parts, todo_parts, [u for u in units if u.part in todo_idx],
-                CatalogueIndex(storage, path_for("s3_requirements", **ident.tokens), "s3_requirements"))
+                part_reads(storage, path_for("s3_requirements", **ident.tokens), todo_parts))
 
 
 def _plan(pairs: Pairs, config: PlaceConfig, max_unit: int, workers: int) -> tuple[list[Part], list[Unit]]:
@@ -264,13 +263,7 @@ def _submit_prefixes(storage: Storage, client, ident: RunIdentity, work: Work, t
 def _submit_units(storage: Storage, client, ident: RunIdentity, grid: Grid, countries_sha256: str, through: str,
                   work: Work, prefixes: dict[str, Any], tok: str, futures: dict[str, Any],
                   stage_of: dict[str, str]) -> dict[int, list]:
-    """The fused S4 → ``through`` unit tasks of every part to write, after their part's ``s4-pairs-<p>``
-    task; part -> its units' futures.
-
-    The pairs futures are not kept (neither here nor in ``futures``): the scheduler keeps a part's pairs
-    while its units wait for them and releases them after, so the workers hold a few parts' pairs, not
-    all.  A failed read fails the part's units with its error, which :func:`jobs.runtime.gather` raises.
-    """
+    """The fused S4 → ``through`` unit tasks of every part to write; part -> its units' futures."""
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     units_of: dict[int, list[Unit]] = defaultdict(list)
     for u in work.live_units:
@@ -280,12 +273,9 @@ def _submit_units(storage: Storage, client, ident: RunIdentity, grid: Grid, coun
         part_units = sorted(units_of[p.index], key=lambda u: (-u.cost, u.label, u.chunk))
         if not part_units:
             continue
-        pairs = client.submit(part_pairs, storage, work.requirements.refs(p.merchant_lo, p.merchant_hi),
-                              p.merchant_lo, p.merchant_hi, key=task_key("s4", "pairs", None, p.index, tok),
-                              priority=_priority(work, p.index) + 2)
         keys = [task_key(through, SPECS[through].action, u.label, u.chunk, tok) for u in part_units]
         futs = client.map(place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
-                          [pairs] * len(part_units), [u.segments for u in part_units],
+                          [work.part_reads[p.index]] * len(part_units), [u.segments for u in part_units],
                           key=keys, priority=_priority(work, p.index), through=through, storage=storage,
                           countries_sha256=countries_sha256, grid=grid, master=master,
                           parameter_hash=ident.parameter_hash)

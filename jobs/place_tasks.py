@@ -2,7 +2,6 @@
 
 * :func:`country_prefix` (``s4-weights-<ISO>``): a country's sorted weight prefix, checked against
   ``tile_index``;
-* :func:`part_pairs` (``s4-pairs-<p>``): one part's pairs from ``s3_requirements``, for the part's units;
 * :func:`place_unit` (``s6-jitter-<ISO>-<k>``...): S4 → S5 → S6 of one unit, fused; each step's rows for each
   country are a small typed record (:class:`S4Rows`, :class:`S5Rows`, :class:`S6Rows`) timed on its own;
 * :func:`write_part` (``s4-write-<p>``...): one part of one state, sorted merchant-major, written into
@@ -36,13 +35,13 @@ from segment1b.s6_jitter import jitter_sites
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .refcache import country_geometry
-from .requirement_pairs import read_pairs_range
+from .requirement_pairs import PartRead, part_pairs
 from .runtime import Timing, timed
 from .tiles import RowGroupRef, iter_country, tiles_present
-from .units import CountryPairs, Segment
+from .units import Segment
 
 __all__ = ["STATES", "StateSpec", "SPECS", "country_prefix", "S4Rows", "S5Rows", "S6Rows", "JitterEvents",
-           "part_pairs", "place_unit", "UnitTiming", "PartRecord", "write_part", "EVENT_CHUNK"]
+           "place_unit", "UnitTiming", "PartRecord", "write_part", "EVENT_CHUNK"]
 
 
 class StateSpec(NamedTuple):
@@ -214,28 +213,18 @@ def s6_unit(sites: S5Rows, storage: Storage, countries_sha256: str, grid: Grid, 
                   out["outside_country"])
 
 
-def part_pairs(storage: Storage, refs: list[RowGroupRef], merchant_lo: int, merchant_hi: int) -> CountryPairs:
-    """Task (``s4-pairs-<p>``): the pairs of one part (merchants ``merchant_lo..merchant_hi``) from the
-    ``s3_requirements`` row groups ``refs``, by country, for the part's units to select their segments from.
-
-    One read of the part's row groups for all its units; the units' arguments are descriptions only, so the
-    client and the scheduler hold no pair (issue 17).
-    """
-    pairs = read_pairs_range(storage, refs, merchant_lo, merchant_hi)
-    return CountryPairs.of(pairs.merchant_id, pairs.country, pairs.n_sites)
-
-
-def place_unit(prefixes: list[WeightPrefix], pairs: CountryPairs, segments: tuple[Segment, ...], *, through: str,
+def place_unit(prefixes: list[WeightPrefix], part: PartRead, segments: tuple[Segment, ...], *, through: str,
                storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
                parameter_hash: str) -> dict[str, list]:
     """Task: S4 → S5 → S6 of one unit, fused (each step only feeds the next).
 
     A unit holds one country or a pack of small ones: ``segments[i]`` describes the pairs of the country of
-    ``prefixes[i]``, which are taken from ``pairs`` (its part's, :func:`part_pairs`).  Returns, per state up
-    to ``through``, one timed record per country, so the run reports still time states and countries
-    separately.
+    ``prefixes[i]``, which are taken from its part's pairs (``part``: read once per worker process,
+    :func:`jobs.requirement_pairs.part_pairs`).  Returns, per state up to ``through``, one timed record per
+    country, so the run reports still time states and countries separately.
     """
     out: dict[str, list] = {s: [] for s in STATES[: STATES.index(through) + 1]}
+    pairs = part_pairs(storage, part)
     for prefix, segment in zip(prefixes, segments):
         merchant_id, n_sites = pairs.select(segment)
         s4 = timed(s4_unit)(prefix, merchant_id, n_sites)

@@ -1,16 +1,25 @@
 """``s3_requirements`` as compact NumPy pairs for S4-S6 (issue 17): the client plans its units from all the
-pairs (:func:`read_pairs`), and each part's task reads the part's own pairs (:func:`read_pairs_range`).
+pairs (:func:`read_pairs`); a unit task takes its pairs from its part's (:func:`part_pairs`).
 
 Compact: ``merchant_id`` uint64, the country as a uint16 code (:func:`segment1b.keys.iso_u16`) and ``n_sites``
 as uint16 or int32 whenever the footers' statistics say every value fits (int64 otherwise): 12 bytes a pair
-at x1000.  Read one
-row group at a time into arrays allocated once, with the country column dictionary-encoded (a row group's
-few hundred distinct strings are decoded, not one per pair), so the client holds the pairs and one row
-group, never an Arrow table of the whole dataset (x1000: 18.5 M pairs).
+at x1000.  Read one row group at a time into arrays allocated once, with the country column
+dictionary-encoded (a row group's few hundred distinct strings are decoded, not one per pair), so the client
+holds the pairs and one row group, never an Arrow table of the whole dataset (x1000: 18.5 M pairs).
+
+A unit's task arguments only describe its pairs (:class:`jobs.units.Segment`) and where its part's are
+(:class:`PartRead`).  The part's pairs are read once per worker process for all the part's units that run
+there (a small cache), not once per unit (about a dozen units per part) and not by a task of their own: a
+dependency on such a task would make the scheduler place every unit of a part on the worker that read it
+(units of one country are "root-ish" without it, queued and handed to whichever worker is free).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -19,9 +28,11 @@ import pyarrow as pa
 from segment1b.keys import iso_u16
 from segment1b.storage import Storage
 
+from .parts import CatalogueIndex, file_stamps
 from .tiles import RowGroupRef
+from .units import CountryPairs, Part
 
-__all__ = ["Pairs", "read_pairs", "read_pairs_range", "COLUMNS"]
+__all__ = ["Pairs", "PartRead", "read_pairs", "read_pairs_range", "part_reads", "part_pairs", "COLUMNS"]
 
 DATASET = "s3_requirements"
 COLUMNS = ["merchant_id", "legal_country_iso", "n_sites"]
@@ -70,6 +81,46 @@ def read_pairs_range(storage: Storage, refs: list[RowGroupRef], lo: int, hi: int
     if not pieces:
         return Pairs.empty()
     return Pairs(*(np.concatenate(columns) for columns in zip(*pieces)))
+
+
+@dataclass(frozen=True)
+class PartRead:
+    """Where a part's pairs are: the ``s3_requirements`` row groups of its merchant range, and the stamps
+    (path, size, modification) of their files, so that a worker never reuses the pairs of changed files."""
+
+    refs: tuple[RowGroupRef, ...]
+    merchant_lo: int
+    merchant_hi: int
+    stamps: tuple[tuple[str, int, str], ...]
+
+
+def part_reads(storage: Storage, rel: str, parts: list[Part]) -> dict[int, PartRead]:
+    """Part index -> where its pairs are (footers and file stamps only; on the client)."""
+    index = CatalogueIndex(storage, rel, DATASET)
+    stamps = {path: (path, size, stamp) for path, size, stamp in file_stamps(storage, storage.parquet_parts(rel))}
+    out = {}
+    for p in parts:
+        refs = tuple(index.refs(p.merchant_lo, p.merchant_hi))
+        out[p.index] = PartRead(refs, p.merchant_lo, p.merchant_hi, tuple(stamps[r.path] for r in refs))
+    return out
+
+
+PARTS_KEPT = 4  # parts whose pairs a worker process keeps (parts run in order: a worker is on one or two)
+_lock = threading.Lock()
+
+
+def part_pairs(storage: Storage, part: PartRead) -> CountryPairs:
+    """A part's pairs by country (:class:`jobs.units.CountryPairs`), read once per worker process for the
+    part's units (the last :data:`PARTS_KEPT` parts are kept; a failed read is not)."""
+    with _lock:  # one read per part, whatever the worker's threads
+        return _part_pairs(storage.root_url, json.dumps(storage.storage_options, sort_keys=True, default=str), part)
+
+
+@lru_cache(maxsize=PARTS_KEPT)
+def _part_pairs(root_url: str, options_json: str, part: PartRead) -> CountryPairs:
+    pairs = read_pairs_range(Storage(root_url, json.loads(options_json)), list(part.refs), part.merchant_lo,
+                             part.merchant_hi)
+    return CountryPairs.of(pairs.merchant_id, pairs.country, pairs.n_sites)
 
 
 def _read(storage: Storage, path: str, row_groups) -> Pairs:

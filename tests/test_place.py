@@ -284,10 +284,6 @@ class _RecordingClient:
     def scheduler_info(self, **_):
         return {"workers": {"a": {}, "b": {}}}
 
-    def submit(self, fn, *args, key, priority, **kwargs):
-        self.tasks.append((fn, args, key))
-        return key
-
     def map(self, fn, *iterables, key, priority, **kwargs):
         self.tasks += [(fn, args, k) for args, k in zip(zip(*iterables), key)]
         return list(key)
@@ -310,14 +306,15 @@ def _holds_array(obj) -> bool:
     return False
 
 
-def test_the_plan_and_the_unit_tasks_hold_no_pair_and_each_part_task_reads_its_units_pairs(tmp_path):
+def test_the_plan_and_the_unit_tasks_hold_no_pair_and_each_unit_takes_its_pairs_from_its_part(tmp_path):
     """Issue 17: at x1000 the units' pair arrays were ~280 MB of task arguments, held by the client (and the
-    in-process scheduler) until the end.  Now the plan holds descriptions; one task per part reads the part's
-    pairs from s3_requirements and its units select theirs: every pair is placed once, by one unit."""
+    in-process scheduler) until the end.  Now the plan holds descriptions; a unit task reads its part's pairs
+    from s3_requirements (once per worker and part) and selects its own: every pair is placed once."""
     import io
 
     from jobs import place
-    from jobs.place_tasks import part_pairs, place_unit
+    from jobs.place_tasks import place_unit
+    from jobs.requirement_pairs import part_pairs
     from jobs.units import Segment
 
     assert _holds_array({"x": [Segment("FR", 1, 2, 2, 3, 2), np.zeros(1)]})  # the check sees arrays in there
@@ -333,16 +330,15 @@ def test_the_plan_and_the_unit_tasks_hold_no_pair_and_each_part_task_reads_its_u
     prefixes = {c: f"prefix-{c}" for u in work.live_units for c in u.countries}
     place._submit_units(storage, client, ident, world.GRID, world.countries_sha256(), "s6", work, prefixes, "tok",
                         {}, {})
-    reads = {key: fn(*args) for fn, args, key in client.tasks if fn is part_pairs}
-    assert sorted(reads) == [f"s4-pairs-{p.index:03d}-tok" for p in work.parts]
+    assert {fn for fn, _, _ in client.tasks} == {place_unit} and len(client.tasks) == len(work.live_units)
     placed = {}
     for fn, args, key in client.tasks:
-        if fn is place_unit:
-            unit_prefixes, pairs_key, segments = args
-            assert not _holds_array(args) and unit_prefixes == [f"prefix-{s.country_iso}" for s in segments]
-            for seg in segments:
-                merchant_id, n_sites = reads[pairs_key].select(seg)
-                for m, n in zip(merchant_id.tolist(), n_sites.tolist()):
-                    assert (m, seg.country_iso) not in placed
-                    placed[(m, seg.country_iso)] = n
+        unit_prefixes, part, segments = args
+        assert not _holds_array(args) and unit_prefixes == [f"prefix-{s.country_iso}" for s in segments]
+        assert all(part.merchant_lo <= s.merchant_lo <= s.merchant_hi <= part.merchant_hi for s in segments)
+        for seg in segments:
+            merchant_id, n_sites = part_pairs(storage, part).select(seg)
+            for m, n in zip(merchant_id.tolist(), n_sites.tolist()):
+                assert (m, seg.country_iso) not in placed
+                placed[(m, seg.country_iso)] = n
     assert placed == {(m, iso): n for m, iso, n in PAIRS}

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import pickle
 
 import numpy as np
@@ -6,9 +7,9 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from jobs import requirement_pairs
 from jobs.parts import CatalogueIndex
-from jobs.place_tasks import part_pairs
-from jobs.requirement_pairs import read_pairs, read_pairs_range
+from jobs.requirement_pairs import part_pairs, part_reads, read_pairs, read_pairs_range
 from jobs.units import SMALL_LABEL, CountryPairs, Segment, plan_parts, plan_units
 from reference import parts_reference, units_reference
 from segment1b.contracts import dataset, path_for
@@ -224,9 +225,10 @@ def publish_requirements(storage, m, iso, n, *, rows_per_file: int, row_group_ro
     return rel
 
 
-def test_part_tasks_read_the_units_pairs_from_the_published_requirements(tmp_path):
-    """What `segment1b run` does: plan from the compact pairs, then each part's task reads its row groups
-    and its units select their segments; the units hold what the planning with arrays grouped."""
+def test_unit_tasks_take_their_pairs_from_their_parts_in_the_published_requirements(tmp_path, monkeypatch):
+    """What `segment1b run` does: plan from the compact pairs, then a worker reads a part's row groups once
+    for the part's units, which select their segments; the units hold what the planning with arrays
+    grouped."""
     m, iso, n, parts = skewed_run(parts=6, part_sites=1000)
     n = n + (m % 3).astype(np.int64)  # pairs of 1-3 sites
     storage = Storage(str(tmp_path))
@@ -237,14 +239,19 @@ def test_part_tasks_read_the_units_pairs_from_the_published_requirements(tmp_pat
     assert iso_strings(pairs.country).to_pylist() == iso.tolist()
     parts = plan_parts(pairs.merchant_id, pairs.n_sites, 1000)
     units = plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, min_unit_sites=100, workers=2)
-    index = CatalogueIndex(storage, rel, "s3_requirements")
+    reads = part_reads(storage, rel, parts)
+    calls = []
+    monkeypatch.setattr(requirement_pairs, "read_pairs_range", lambda *a: calls.append(a) or read_pairs_range(*a))
     got = []
     for p in parts:
-        refs = index.refs(p.merchant_lo, p.merchant_hi)
+        refs = reads[p.index].refs
         assert 1 <= len(refs) <= 2 and sum(len(r.row_groups) for r in refs) <= 5  # the part's row groups only
-        read = part_pairs(storage, refs, p.merchant_lo, p.merchant_hi)
-        got += [(u.label, u.part, u.chunk, tuple((s.country_iso, *(tuple(a.tolist()) for a in read.select(s)))
-                                                 for s in u.segments)) for u in units if u.part == p.index]
+        for u in units:
+            if u.part == p.index:
+                read = part_pairs(storage, reads[p.index])
+                got.append((u.label, u.part, u.chunk, tuple((s.country_iso, *(tuple(a.tolist()) for a in read.select(s)))
+                                                            for s in u.segments)))
+    assert len(calls) == len(parts) < len(units)  # one read per part, whatever its units
     want = reference_of(m, iso, n, parts, min_unit_sites=100, workers=2)
     assert sorted(got, key=lambda u: (u[0], u[2])) == sorted(want, key=lambda u: (u[0], u[2]))
     assert plan_parts(m, n, 1000) == parts and plan_units(m, iso, n, parts, min_unit_sites=100, workers=2) == units
@@ -275,6 +282,27 @@ def test_a_wide_pair_is_read_whole_and_a_wrong_part_is_refused(tmp_path):
     index = CatalogueIndex(storage, rel, "s3_requirements")
     assert read_pairs_range(storage, index.refs(3, 4), 3, 4).merchant_id.tolist() == [3, 4]
     fr = unit.segments[unit.countries.index("FR")]
-    assert fr.max_n_sites == 2**33 and part_pairs(storage, index.refs(1, 6), 1, 6).select(fr)[1].tolist() == [2, 2**33, 6]
+    assert fr.max_n_sites == 2**33
+    assert CountryPairs.of(*read_pairs_range(storage, index.refs(1, 6), 1, 6)).select(fr)[1].tolist() == [2, 2**33, 6]
     with pytest.raises(ValueError, match="requirements differ"):
-        part_pairs(storage, index.refs(1, 4), 1, 4).select(fr)  # merchant 6 is not in the pairs read
+        CountryPairs.of(*read_pairs_range(storage, index.refs(1, 4), 1, 4)).select(fr)  # merchant 6 is not read
+
+
+def test_a_worker_reads_a_part_again_when_its_files_changed(tmp_path, monkeypatch):
+    m, iso, n = np.arange(1, 7, dtype=np.uint64), np.array(["DE", "FR"] * 3), np.arange(1, 7)
+    storage = Storage(str(tmp_path))
+    rel = publish_requirements(storage, m, iso, n, rows_per_file=6, row_group_rows=2)
+    parts = plan_parts(m, n, 10)
+    read = part_reads(storage, rel, parts)[0]
+    calls = []
+    monkeypatch.setattr(requirement_pairs, "read_pairs_range", lambda *a: calls.append(a) or read_pairs_range(*a))
+    first = part_pairs(storage, read)
+    assert part_pairs(storage, read) is first and len(calls) == 1
+    # the part file written again (another run's requirements on this root): other stamps, read again
+    path = storage.abspath(read.refs[0].path)
+    data = open(path, "rb").read()
+    os.remove(path)
+    open(path, "wb").write(data)
+    os.utime(path, ns=(1, 1))
+    again = part_reads(storage, rel, parts)[0]
+    assert again != read and part_pairs(storage, again) is not first and len(calls) == 2
