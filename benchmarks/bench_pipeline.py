@@ -157,30 +157,31 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
 
     from jobs.pipeline import prepared_grid
     from jobs.place_tasks import country_prefix
+    from jobs.requirement_pairs import part_reads, read_pairs
     from jobs.tiles import country_row_groups
     from jobs.units import plan_parts, plan_units
     from segment1b import rng
     from segment1b.contracts import path_for
 
     rel = path_for("s3_requirements", **ident.tokens)
-    import pyarrow as pa
-
-    t = pa.concat_tables([storage.read_parquet(p) for p in storage.parquet_parts(rel)])
-    m, iso, n = t["merchant_id"].to_numpy(), t["legal_country_iso"].to_numpy(zero_copy_only=False), t["n_sites"].to_numpy()
-    units = plan_units(m, iso, n, plan_parts(m, n))
+    pairs = read_pairs(storage, rel)
+    parts = plan_parts(pairs.merchant_id, pairs.n_sites)
+    units = plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts)
+    del pairs
     ph = ident.parameter_hash
     wr, ir = country_row_groups(storage, "tile_weights", ph), country_row_groups(storage, "tile_index", ph)
     max_n = {}
     for u in units:
         for seg in u.segments:
-            max_n[seg.country_iso] = max(max_n.get(seg.country_iso, 0), int(seg.n_sites.max()))
+            max_n[seg.country_iso] = max(max_n.get(seg.country_iso, 0), seg.max_n_sites)
     prefixes = {c: client.submit(country_prefix, storage, wr[c], ir.get(c, []), c, k, pure=False)
                 for c, k in max_n.items()}
+    reads = part_reads(storage, rel, parts)
     wait(list(prefixes.values()))
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
     with bench.step(label, baseline=baseline):
         futs = client.map(_sites_jittered, [[prefixes[c] for c in u.countries] for u in units],
-                          [[(seg.merchant_id, seg.n_sites) for seg in u.segments] for u in units], pure=False,
+                          [reads[u.part] for u in units], [u.segments for u in units], pure=False,
                           storage=storage,
                           countries_sha256=prep["countries_sha256"], grid=prepared_grid(prep), master=master,
                           parameter_hash=ph)
@@ -189,7 +190,7 @@ def _s6_compute(bench, label, baseline, storage, client, ident, prep) -> None:
     client.cancel(list(prefixes.values()) + futs)
 
 
-def _sites_jittered(prefixes, segments, **kwargs) -> int:
+def _sites_jittered(prefixes, part, segments, **kwargs) -> int:
     from jobs.place_tasks import place_unit
 
-    return sum(r.rows for r in place_unit(prefixes, segments, through="s6", **kwargs)["s6"])
+    return sum(r.rows for r in place_unit(prefixes, part, segments, through="s6", **kwargs)["s6"])

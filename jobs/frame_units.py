@@ -5,8 +5,8 @@ merchant range, small countries are packed.  That plan needs every pair's ``n_si
 *data*, so it cannot be known when the graph is built without reading the dataset.
 :class:`RequirementUnits` is therefore a dask-expr IO expression whose partitions are planned the first
 time Dask needs them: when the collection (or one built on it) is computed, persisted, written or asked
-for ``npartitions``.  The client then reads the three columns of ``s3_requirements`` (as ``segment1b run``
-does to plan its units) and the footers; each partition's task later reads only the row groups whose
+for ``npartitions``.  The client then reads the three columns of ``s3_requirements`` (compactly, as
+``segment1b run`` does to plan its units: :mod:`jobs.requirement_pairs`) and the footers; each partition's task later reads only the row groups whose
 ``merchant_id`` statistics overlap its unit and keeps the unit's pairs.  Building the graph touches no
 file at all.
 
@@ -23,25 +23,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from dask._task_spec import Task
 from dask.dataframe.dask_expr._expr import PartitionsFiltered
 from dask.dataframe.dask_expr.io.io import BlockwiseIO
 
 from segment1b.contracts import check_token, path_for
 from segment1b.errors import InputError
-from segment1b.keys import iso_code, iso_text, iso_u16
+from segment1b.keys import iso_code
 from segment1b.storage import Storage
 
 from .frame_parts import REQUIREMENTS_META, iso_array
+from .parts import CatalogueIndex
+from .requirement_pairs import Pairs, read_pairs, read_pairs_range
 from .tiles import RowGroupRef
-from .units import DEFAULT_PART_SITES, plan_parts, plan_units
+from .units import DEFAULT_PART_SITES, Unit, plan_parts, plan_units
 
 __all__ = ["UnitSizing", "RequirementsSource", "UnitRead", "RequirementUnits", "plan_reads", "read_unit",
            "unit_table"]
 
 DATASET = "s3_requirements"
-COLUMNS = ["merchant_id", "legal_country_iso", "n_sites"]
 
 
 @dataclass(frozen=True)
@@ -132,37 +132,20 @@ def plan_reads(source: RequirementsSource) -> tuple[UnitRead, ...]:
                          f"fingerprint {source.manifest_fingerprint}, parameter_hash {source.parameter_hash}",
                          dataset=DATASET, path=storage.url(source.rel),
                          hint="run S3 first (`segment1b run --through s3`) or check the identity tokens")
-    groups: list[tuple[str, int, int, int]] = []  # (part file, row group, merchant min, merchant max)
-    tables = []
-    for rel in storage.parquet_parts(source.rel):
-        meta = storage.parquet_metadata(rel, dataset_id=DATASET)
-        col = meta.schema.to_arrow_schema().get_field_index("merchant_id")
-        for rg in range(meta.num_row_groups):
-            st = meta.row_group(rg).column(col).statistics
-            lo, hi = (int(st.min), int(st.max)) if st is not None and st.has_min_max else (0, 2**64 - 1)
-            groups.append((rel, rg, lo, hi))
-        tables.append(storage.read_parquet(rel, COLUMNS, dataset_id=DATASET))
-    if not tables or sum(t.num_rows for t in tables) == 0:
+    index = CatalogueIndex(storage, source.rel, DATASET)
+    units = _plan_units(read_pairs(storage, source.rel), source.sizing)
+    if not units:
         return (UnitRead("empty", 0, 0, (), 1, 0, 0, 0, ()),)
-    t = pa.concat_tables(tables)
-    merchant_id, n_sites = t["merchant_id"].to_numpy(), t["n_sites"].to_numpy()
-    iso = iso_text(iso_u16(t["legal_country_iso"]))
-    sizing = source.sizing
-    parts = plan_parts(merchant_id, n_sites, sizing.part_sites)
-    units = plan_units(merchant_id, iso, n_sites, parts, max_unit_sites=sizing.max_unit_sites,
-                       min_unit_sites=min(sizing.min_unit_sites, sizing.max_unit_sites), skew=sizing.skew,
-                       workers=sizing.workers)
-    reads = []
-    for u in units:
-        lo = min(int(s.merchant_id[0]) for s in u.segments)
-        hi = max(int(s.merchant_id[-1]) for s in u.segments)
-        refs: dict[str, list[int]] = {}
-        for rel, rg, g_lo, g_hi in groups:
-            if g_hi >= lo and g_lo <= hi:
-                refs.setdefault(rel, []).append(rg)
-        reads.append(UnitRead(u.label, u.part, u.chunk, u.countries, lo, hi, u.pairs, u.sites,
-                              tuple(RowGroupRef(rel, tuple(rgs)) for rel, rgs in refs.items())))
-    return tuple(reads)
+    return tuple(UnitRead(u.label, u.part, u.chunk, u.countries, u.merchant_lo, u.merchant_hi, u.pairs, u.sites,
+                          tuple(index.refs(u.merchant_lo, u.merchant_hi))) for u in units)
+
+
+def _plan_units(pairs: Pairs, sizing: UnitSizing) -> list[Unit]:
+    """The CLI's units of the requirement pairs (which the caller drops once this returns)."""
+    parts = plan_parts(pairs.merchant_id, pairs.n_sites, sizing.part_sites)
+    return plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, max_unit_sites=sizing.max_unit_sites,
+                      min_unit_sites=min(sizing.min_unit_sites, sizing.max_unit_sites), skew=sizing.skew,
+                      workers=sizing.workers)
 
 
 def read_unit(storage: Storage, unit: UnitRead) -> pd.DataFrame:
@@ -172,23 +155,12 @@ def read_unit(storage: Storage, unit: UnitRead) -> pd.DataFrame:
     consecutive merchants; a pack holds whole (country, part) groups), so a range and country filter over
     the overlapping row groups gives exactly its pairs.
     """
-    wanted = np.array([iso_code(c) for c in unit.countries], dtype=np.uint16)
-    merchant_id, codes, n_sites = [], [], []
-    for ref in unit.refs:
-        # the country column as a dictionary: its few hundred values are decoded, not every row's
-        t = storage.read_row_groups(ref.path, ref.row_groups, COLUMNS, dataset_id=DATASET,
-                                    read_dictionary=["legal_country_iso"])
-        m = t["merchant_id"].to_numpy()
-        iso = np.concatenate([iso_u16(c.dictionary)[c.indices.to_numpy(zero_copy_only=False)]
-                              for c in t["legal_country_iso"].chunks]) if t.num_rows else np.empty(0, np.uint16)
-        keep = (m >= np.uint64(unit.merchant_lo)) & (m <= np.uint64(unit.merchant_hi)) & np.isin(iso, wanted)
-        merchant_id.append(m[keep])
-        codes.append(iso[keep])
-        n_sites.append(t["n_sites"].to_numpy()[keep])
-    if not merchant_id:
+    if not unit.refs:
         return REQUIREMENTS_META.copy()
-    return pd.DataFrame({"merchant_id": np.concatenate(merchant_id), "legal_country_iso": iso_array(np.concatenate(codes)),
-                         "n_sites": np.concatenate(n_sites).astype(np.int64)})
+    pairs = read_pairs_range(storage, list(unit.refs), unit.merchant_lo, unit.merchant_hi)
+    keep = np.isin(pairs.country, np.array([iso_code(c) for c in unit.countries], dtype=np.uint16))
+    return pd.DataFrame({"merchant_id": pairs.merchant_id[keep], "legal_country_iso": iso_array(pairs.country[keep]),
+                         "n_sites": pairs.n_sites[keep].astype(np.int64)})
 
 
 # ---------------------------------------------------------------------------------------------------------

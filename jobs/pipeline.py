@@ -38,6 +38,7 @@ from . import argtypes
 from .footprint import Need, check_memory, expected_sites, largest_part, part_need, plan_need
 from .place import STATES as PLACE_STATES
 from .place import PlaceConfig, run_place
+from .runtime import release_freed_memory
 from .session import (add_cluster_options, add_command, add_lease_options, add_root_options, open_session,
                       storage_from_args)
 
@@ -138,23 +139,6 @@ def _run(storage: Storage, client, request: RunRequest, out) -> RunSummary:
     _print_summary(summary, out)
     release_freed_memory()
     return summary
-
-
-def release_freed_memory() -> None:
-    """Give the memory a run freed back to the operating system (issue 17: a long-lived client process).
-
-    Arrow's pool (mimalloc) and glibc's arenas keep freed pages for reuse; after a run of a client that
-    submits many, about 70 MiB of them are idle.  Best effort: ``malloc_trim`` exists on glibc only.
-    """
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class _Steps:

@@ -7,7 +7,12 @@ Graph (all keys readable on the dashboard):
   ``tile_index`` reading only the ``tile_id`` column of the row groups that can hold them.
 * per unit (country, part, chunk): one task runs S4 → S5 → S6 back to back (each step only feeds the next,
   so they are fused; each still times itself).  Its key names the last state run: ``s6-jitter-<ISO>-<k>``
-  (``s4-alloc-…`` or ``s5-assign-…`` with ``--through s4``/``s5``).
+  (``s4-alloc-…`` or ``s5-assign-…`` with ``--through s4``/``s5``).  Its arguments describe its pairs
+  (country, merchant range, counts: :class:`jobs.units.Segment`) and where its part's pairs are; it takes
+  them from the part's pairs, which a worker reads from ``s3_requirements`` once for all the part's units
+  it runs (only the row groups of the part's merchant range, :mod:`jobs.requirement_pairs`).  So no per-pair
+  array is held by the client or travels through the scheduler (issue 17: at x1000 they were ~280 MB of
+  task arguments).
 * per output part: ``s4-write-<p>``, ``s5-write-<p>``, ``s6-write-<p>`` gather the units of that part,
   sort merchant-major and write the Parquet part (and the RNG event JSONL part) into staging.
 
@@ -33,20 +38,17 @@ import json
 import posixpath
 import sys
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from segment1b import rng
 from segment1b.contracts import path_for
 from segment1b.errors import InputError
 from segment1b.grid import Grid
 from segment1b.identity import RunIdentity, build_commit, utc_now
-from segment1b.keys import iso_u16
 from segment1b.lease import Lease
 from segment1b.rng_events import audit_record, jsonl_lines, trace_record
 from segment1b.rng_log_files import DEFAULT_LOG_FORM, check_log_form
@@ -56,7 +58,8 @@ from .footprint import worker_memory as _worker_memory
 from .place_progress import (adopt_finished_parts, drop_progress, expected_files, finished_parts, part_records,
                              progress_folder, recorded_parts)
 from .place_tasks import SPECS, STATES, PartRecord, UnitTiming, country_prefix, place_unit, write_part
-from .runtime import Workers, WrittenReport, gather, has_receipt, task_key, token_of, \
+from .requirement_pairs import Pairs, PartRead, part_reads, read_pairs
+from .runtime import Workers, WrittenReport, gather, has_receipt, release_freed_memory, task_key, token_of, \
     write_state_report
 from .tiles import country_row_groups
 from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
@@ -105,12 +108,14 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Work:
-    """The plan of S4-S6 for this attempt: parts, units, the parts finished already and the units to run."""
+    """The plan of S4-S6 for this attempt: parts, units, the parts finished already and the units to run, and
+    where each part's pairs are (the units describe their pairs; nothing here holds one)."""
 
     parts: list[Part]
     done_parts: set[int]
     todo_parts: list[Part]
     live_units: list[Unit]
+    part_reads: dict[int, PartRead]  # where each part's pairs are in s3_requirements (footers only)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,19 +202,29 @@ def _already_published(storage: Storage, lease: Lease, ident: RunIdentity, attem
 
 def _plan_work(storage: Storage, client, ident: RunIdentity, attempt: Attempt, config: PlaceConfig, out) -> Work:
     """Parts (a layout constant) and units (sized to the workers' memory) of the requirements; parts whose
-    files this attempt holds already (adopted from a dead one) are not run again."""
-    req = _read_requirements(storage, ident)
-    parts = plan_parts(req["merchant_id"], req["n_sites"], config.part_sites)
+    files this attempt holds already (adopted from a dead one) are not run again.
+
+    The requirement pairs are read and dropped here: what is returned holds nothing per pair, and their pages
+    are given back before the tasks are submitted (issue 17: the client also hosts the scheduler).
+    """
     max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
-    units = plan_units(req["merchant_id"], req["legal_country_iso"], req["n_sites"], parts,
-                       max_unit_sites=max_unit, min_unit_sites=min(config.min_unit_sites, max_unit),
-                       skew=config.skew, workers=len(client.scheduler_info()["workers"]))
+    parts, units = _plan(_read_requirements(storage, ident), config, max_unit,
+                         len(client.scheduler_info()["workers"]))
+    release_freed_memory()
     done_parts = finished_parts(storage, attempt.progress, attempt.to_write, attempt.staging, len(parts))
     if attempt.adopted and done_parts:
         print(f"  s4-s6: {len(done_parts)} of {len(parts)} parts finished by an earlier attempt are reused", file=out)
     todo_parts = [p for p in parts if p.index not in done_parts]
     todo_idx = {p.index for p in todo_parts}
-    return Work(parts, done_parts, todo_parts, [u for u in units if u.part in todo_idx])
+    return Work(parts, done_parts, todo_parts, [u for u in units if u.part in todo_idx],
+                part_reads(storage, path_for("s3_requirements", **ident.tokens), todo_parts))
+
+
+def _plan(pairs: Pairs, config: PlaceConfig, max_unit: int, workers: int) -> tuple[list[Part], list[Unit]]:
+    """Parts and units of the requirement pairs (which the caller drops once this returns)."""
+    parts = plan_parts(pairs.merchant_id, pairs.n_sites, config.part_sites)
+    return parts, plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, max_unit_sites=max_unit,
+                             min_unit_sites=min(config.min_unit_sites, max_unit), skew=config.skew, workers=workers)
 
 
 # Tasks go in a few batched calls (client.map): submitting thousands one by one costs the client seconds of
@@ -230,7 +245,7 @@ def _submit_prefixes(storage: Storage, client, ident: RunIdentity, work: Work, t
     max_n: dict[str, int] = defaultdict(int)
     for u in work.live_units:
         for seg in u.segments:
-            max_n[seg.country_iso] = max(max_n[seg.country_iso], int(seg.n_sites.max()))
+            max_n[seg.country_iso] = max(max_n[seg.country_iso], seg.max_n_sites)
     missing = sorted(iso for iso in max_n if iso not in weight_refs)
     if missing:
         raise InputError("E303_MISSING_WEIGHTS", f"{len(missing)} countries have sites but no tile weights",
@@ -250,22 +265,20 @@ def _submit_units(storage: Storage, client, ident: RunIdentity, grid: Grid, coun
                   stage_of: dict[str, str]) -> dict[int, list]:
     """The fused S4 → ``through`` unit tasks of every part to write; part -> its units' futures."""
     master = rng.master_material(ident.seed, ident.manifest_fingerprint)
+    units_of: dict[int, list[Unit]] = defaultdict(list)
+    for u in work.live_units:
+        units_of[u.part].append(u)
     unit_futs: dict[int, list] = defaultdict(list)
     for p in work.todo_parts:
-        part_units = sorted((u for u in work.live_units if u.part == p.index),
-                            key=lambda u: (-u.cost, u.label, u.chunk))
+        part_units = sorted(units_of[p.index], key=lambda u: (-u.cost, u.label, u.chunk))
         if not part_units:
             continue
         keys = [task_key(through, SPECS[through].action, u.label, u.chunk, tok) for u in part_units]
-        with warnings.catch_warnings():
-            # each unit's pairs travel once, inside its own task; Dask's "large graph" advice is about data
-            # repeated across tasks, which this is not
-            warnings.filterwarnings("ignore", message="Sending large graph")
-            futs = client.map(place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
-                              [[(seg.merchant_id, seg.n_sites) for seg in u.segments] for u in part_units],
-                              key=keys, priority=_priority(work, p.index), through=through, storage=storage,
-                              countries_sha256=countries_sha256, grid=grid, master=master,
-                              parameter_hash=ident.parameter_hash)
+        futs = client.map(place_unit, [[prefixes[c] for c in u.countries] for u in part_units],
+                          [work.part_reads[p.index]] * len(part_units), [u.segments for u in part_units],
+                          key=keys, priority=_priority(work, p.index), through=through, storage=storage,
+                          countries_sha256=countries_sha256, grid=grid, master=master,
+                          parameter_hash=ident.parameter_hash)
         unit_futs[p.index] = futs
         for k, f in zip(keys, futs):
             futures[k], stage_of[k] = f, f"{through} units"
@@ -325,19 +338,14 @@ def _publish_state(storage: Storage, ident: RunIdentity, attempt: Attempt, state
 # ---------------------------------------------------------------------------------------------------------
 # helpers of the job (client side)
 
-def _read_requirements(storage: Storage, ident: RunIdentity) -> dict[str, np.ndarray]:
+def _read_requirements(storage: Storage, ident: RunIdentity) -> Pairs:
+    """Every requirement pair, compact (:mod:`jobs.requirement_pairs`: 12 bytes a pair at x1000, read a row
+    group at a time; x1000 has 18.5 M pairs)."""
     rel = path_for("s3_requirements", **ident.tokens)
     if not storage.is_published(rel):
         raise InputError("E401_REQUIREMENTS_MISSING", "s3_requirements is not published for this run",
                          dataset="s3_requirements", path=storage.url(rel), hint="run S3 first (`segment1b run`)")
-    tables = [storage.read_parquet(p, dataset_id="s3_requirements") for p in storage.parquet_parts(rel)]
-    if not tables:
-        return {"merchant_id": np.empty(0, np.uint64), "legal_country_iso": np.empty(0, np.uint16),
-                "n_sites": np.empty(0, np.int64)}
-    t = pa.concat_tables(tables)
-    # countries as uint16 codes: no Python string per pair in the client (issue 17: ~18 M pairs at x1000)
-    return {"merchant_id": t["merchant_id"].to_numpy(), "legal_country_iso": iso_u16(t["legal_country_iso"]),
-            "n_sites": t["n_sites"].to_numpy()}
+    return read_pairs(storage, rel)
 
 
 def _check_parameters(storage: Storage, parameter_hash: str, grid: Grid, countries_sha256: str) -> None:

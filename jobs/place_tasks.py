@@ -35,8 +35,10 @@ from segment1b.s6_jitter import jitter_sites
 from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 from .refcache import country_geometry
+from .requirement_pairs import PartRead, part_pairs
 from .runtime import Timing, timed
 from .tiles import RowGroupRef, iter_country, tiles_present
+from .units import Segment
 
 __all__ = ["STATES", "StateSpec", "SPECS", "country_prefix", "S4Rows", "S5Rows", "S6Rows", "JitterEvents",
            "place_unit", "UnitTiming", "PartRecord", "write_part", "EVENT_CHUNK"]
@@ -211,17 +213,20 @@ def s6_unit(sites: S5Rows, storage: Storage, countries_sha256: str, grid: Grid, 
                   out["outside_country"])
 
 
-def place_unit(prefixes: list[WeightPrefix], segments: list[tuple[np.ndarray, np.ndarray]], *, through: str,
+def place_unit(prefixes: list[WeightPrefix], part: PartRead, segments: tuple[Segment, ...], *, through: str,
                storage: Storage, countries_sha256: str, grid: Grid, master: bytes,
                parameter_hash: str) -> dict[str, list]:
     """Task: S4 → S5 → S6 of one unit, fused (each step only feeds the next).
 
-    A unit holds one country or a pack of small ones: ``segments[i]`` are the (merchant_id, n_sites) of the
-    country of ``prefixes[i]``.  Returns, per state up to ``through``, one timed record per country, so the
-    run reports still time states and countries separately.
+    A unit holds one country or a pack of small ones: ``segments[i]`` describes the pairs of the country of
+    ``prefixes[i]``, which are taken from its part's pairs (``part``: read once per worker process,
+    :func:`jobs.requirement_pairs.part_pairs`).  Returns, per state up to ``through``, one timed record per
+    country, so the run reports still time states and countries separately.
     """
     out: dict[str, list] = {s: [] for s in STATES[: STATES.index(through) + 1]}
-    for prefix, (merchant_id, n_sites) in zip(prefixes, segments):
+    pairs = part_pairs(storage, part)
+    for prefix, segment in zip(prefixes, segments):
+        merchant_id, n_sites = pairs.select(segment)
         s4 = timed(s4_unit)(prefix, merchant_id, n_sites)
         out["s4"].append(s4)
         if through in ("s5", "s6"):

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from segment1b.keys import iso_of, iso_u16
+from segment1b.keys import iso_code, iso_of, iso_u16
 
-__all__ = ["Part", "Segment", "Unit", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
+__all__ = ["Part", "Segment", "Unit", "CountryPairs", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
            "NAMED_COUNTRIES", "NAMED_MIN_SHARE"]
 
 SMALL_LABEL = "small"  # task-key label of a unit packing several small countries
@@ -61,11 +61,19 @@ class Part:
 
 @dataclass(frozen=True)
 class Segment:
-    """The pairs of one country inside a unit, merchant ascending."""
+    """The pairs of one country inside a unit: every pair of ``country_iso`` whose merchant is in
+    ``merchant_lo..merchant_hi`` (consecutive pairs of the country's group in the unit's part).
+
+    A description, not the pairs (issue 17: at x1000 the arrays of every unit held ~500 MB in the client and
+    again in the scheduler); the unit's task reads them from ``s3_requirements`` (:class:`CountryPairs`).
+    """
 
     country_iso: str
-    merchant_id: np.ndarray = field(repr=False)  # uint64, ascending
-    n_sites: np.ndarray = field(repr=False)  # int64
+    merchant_lo: int
+    merchant_hi: int
+    pairs: int
+    sites: int
+    max_n_sites: int  # the largest n_sites of its pairs (S4's weight prefix needs 2 x the country's largest)
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,19 @@ class Unit:
 
     @property
     def sites(self) -> int:
-        return int(sum(int(s.n_sites.sum()) for s in self.segments))
+        return sum(s.sites for s in self.segments)
 
     @property
     def pairs(self) -> int:
-        return sum(len(s.merchant_id) for s in self.segments)
+        return sum(s.pairs for s in self.segments)
+
+    @property
+    def merchant_lo(self) -> int:
+        return min(s.merchant_lo for s in self.segments)
+
+    @property
+    def merchant_hi(self) -> int:
+        return max(s.merchant_hi for s in self.segments)
 
     @property
     def cost(self) -> int:
@@ -96,32 +112,39 @@ class Unit:
 
 
 def plan_parts(merchant_id: np.ndarray, n_sites: np.ndarray, target_sites: int = DEFAULT_PART_SITES) -> list[Part]:
-    """Cut merchant-major pairs into parts of about ``target_sites`` sites, only between merchants.
+    """Cut merchant-major pairs (merchant_id ascending) into parts of about ``target_sites`` sites, only
+    between merchants: a part closes with the merchant whose sites bring it to ``target_sites`` or more.
 
     >>> [(p.index, p.merchant_lo, p.merchant_hi, p.sites) for p in
     ...  plan_parts(np.array([1, 1, 2, 3], np.uint64), np.array([2, 2, 1, 5]), target_sites=4)]
     [(0, 1, 1, 4), (1, 2, 3, 6)]
     """
     merchant_id = np.asarray(merchant_id, dtype=np.uint64)
-    n_sites = np.asarray(n_sites, dtype=np.int64)
-    if merchant_id.size == 0:
-        return []
-    starts = np.flatnonzero(np.r_[True, merchant_id[1:] != merchant_id[:-1]])  # first pair of each merchant
-    per_merchant = np.add.reduceat(n_sites, starts)
-    csum = np.cumsum(per_merchant)
+    n_sites = _counts(n_sites)
     parts: list[Part] = []
-    m0, done = 0, 0
-    while m0 < len(starts):
-        # last merchant whose inclusion brings the part to >= target (at least one merchant)
-        m1 = int(np.searchsorted(csum, done + target_sites, side="left"))
-        m1 = min(max(m1, m0), len(starts) - 1)
-        p0 = int(starts[m0])
-        p1 = int(starts[m1 + 1]) if m1 + 1 < len(starts) else len(merchant_id)
-        sites = int(csum[m1] - done)
-        parts.append(Part(len(parts), int(merchant_id[p0]), int(merchant_id[p1 - 1]), p1 - p0, sites))
-        done = int(csum[m1])
-        m0 = m1 + 1
+    p0 = 0
+    while p0 < len(merchant_id):
+        last = _pair_reaching(n_sites, p0, target_sites)
+        p1 = int(np.searchsorted(merchant_id, merchant_id[last], side="right"))  # and the rest of its merchant
+        parts.append(Part(len(parts), int(merchant_id[p0]), int(merchant_id[p1 - 1]), p1 - p0,
+                          int(n_sites[p0:p1].sum(dtype=np.int64))))
+        p0 = p1
     return parts
+
+
+def _pair_reaching(n_sites: np.ndarray, p0: int, target: int) -> int:
+    """The pair at which the sites counted from pair ``p0`` reach ``target`` (the last pair if they never do).
+
+    Sums a window of pairs, not all of them (issue 17: no per-pair temporary over millions of pairs): since
+    every pair has a site, ``target`` pairs reach the target; the window grows only for empty pairs.
+    """
+    width = max(1, min(int(target), 1 << 20))
+    while True:
+        window = np.cumsum(n_sites[p0:p0 + width], dtype=np.int64)
+        i = int(np.searchsorted(window, target, side="left"))
+        if i < len(window) or p0 + width >= len(n_sites):
+            return p0 + min(i, len(window) - 1)
+        width *= 2
 
 
 UNITS_PER_WORKER = 16  # enough units per worker to balance the load, few enough that task overhead stays small
@@ -142,50 +165,60 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     a few times the median (or above the memory bound) unless a single pair is that big; pairs are never
     split (S5 needs all sites of a pair together).  Units only group the work: outputs are laid out by
     ``parts`` and every draw is keyed by (merchant, country, site), so units change no output byte.
+
+    Pairs are merchant-major (merchant_id ascending), countries as ISO strings or uint16 codes
+    (:func:`segment1b.keys.iso_u16`).  Units describe their pairs (:class:`Segment`), they hold no array.
     """
     merchant_id = np.asarray(merchant_id, dtype=np.uint64)
-    n_sites = np.asarray(n_sites, dtype=np.int64)
-    bounds = np.array([p.merchant_hi for p in parts], dtype=np.uint64)
-    part_of_pair = np.searchsorted(bounds, merchant_id, side="left")
-    groups = _pair_groups(_iso_codes(country_iso), part_of_pair)
-    if not groups:
+    n_sites, iso16 = _counts(n_sites), _iso_codes(country_iso)
+    ends = np.searchsorted(merchant_id, np.array([p.merchant_hi for p in parts], dtype=np.uint64), side="right")
+    spans = list(zip([0, *ends[:-1].tolist()], ends.tolist()))  # pairs of each part
+    group_sites = _group_sites(iso16, n_sites, spans)
+    if not group_sites:
         return []
-    group_sites = {key: int(n_sites[idx].sum()) for key, idx in groups.items()}
     own = _named_countries(group_sites, named)
-    spread = int(n_sites.sum()) / (UNITS_PER_WORKER * max(1, int(workers)))
+    spread = int(n_sites.sum(dtype=np.int64)) / (UNITS_PER_WORKER * max(1, int(workers)))
     target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(list(group_sites.values()))), spread)))
-    units: list[Unit] = []
-    chunks: dict[str, int] = {}
-
-    def add(label: str, part: int, segments: list[Segment]) -> None:
-        k = chunks.get(label, 0)
-        chunks[label] = k + 1
-        units.append(Unit(label, part, k, tuple(segments)))
-
-    def flush(pack: list[Segment], part: int) -> None:
-        if pack:
-            add(SMALL_LABEL if len(pack) > 1 else pack[0].country_iso, part, pack)
-
-    by_part: dict[int, list[tuple[str, np.ndarray]]] = {}
-    for (iso, part), idx in sorted(groups.items()):
-        by_part.setdefault(part, []).append((iso, idx))
-    for part in sorted(by_part):
+    units = _Units()
+    for part, (a, b) in enumerate(spans):
         pack: list[Segment] = []
-        pack_sites = 0
-        for iso, idx in by_part[part]:  # ISO order
+        for iso, idx in _country_groups(iso16[a:b]):  # ISO order
+            idx += a
             sites = group_sites[(iso, part)]
             if sites * 4 >= target or iso in own:
                 for piece in _split_by_sites(idx, n_sites, target):
-                    add(iso, part, [Segment(iso, merchant_id[piece], n_sites[piece])])
+                    units.add(iso, part, [_segment(iso, piece, merchant_id, n_sites)])
                 continue
-            if pack_sites + sites > target:
-                flush(pack, part)
-                pack, pack_sites = [], 0
-            pack.append(Segment(iso, merchant_id[idx], n_sites[idx]))
-            pack_sites += sites
-        flush(pack, part)
-    units.sort(key=lambda u: (-u.cost, u.label, u.chunk))
-    return units
+            if sum(s.sites for s in pack) + sites > target:
+                units.add_pack(pack, part)
+                pack = []
+            pack.append(_segment(iso, idx, merchant_id, n_sites))
+        units.add_pack(pack, part)
+    return sorted(units.units, key=lambda u: (-u.cost, u.label, u.chunk))
+
+
+class _Units:
+    """Units in the order they are cut; each label's chunks are numbered as they come."""
+
+    def __init__(self):
+        self.units: list[Unit] = []
+        self.chunks: dict[str, int] = {}
+
+    def add(self, label: str, part: int, segments: list[Segment]) -> None:
+        k = self.chunks.get(label, 0)
+        self.chunks[label] = k + 1
+        self.units.append(Unit(label, part, k, tuple(segments)))
+
+    def add_pack(self, pack: list[Segment], part: int) -> None:
+        if pack:
+            self.add(SMALL_LABEL if len(pack) > 1 else pack[0].country_iso, part, pack)
+
+
+def _segment(iso: str, idx: np.ndarray, merchant_id: np.ndarray, n_sites: np.ndarray) -> Segment:
+    """The description of the pairs at positions ``idx`` (one country's, merchant ascending)."""
+    sites = n_sites[idx]
+    return Segment(iso, int(merchant_id[idx[0]]), int(merchant_id[idx[-1]]), len(idx), int(sites.sum(dtype=np.int64)),
+                   int(sites.max()))
 
 
 def _named_countries(group_sites: dict[tuple[str, int], int], named: int) -> set[str]:
@@ -199,6 +232,13 @@ def _named_countries(group_sites: dict[tuple[str, int], int], named: int) -> set
     return set(sorted(big, key=lambda c: (-country_sites[c], c))[:max(0, named)])
 
 
+def _counts(n_sites) -> np.ndarray:
+    """``n_sites`` as integers, in their own width (uint16 or int32 from the planning reader: no int64 copy;
+    every sum below is taken in int64)."""
+    n_sites = np.asarray(n_sites)
+    return n_sites if n_sites.dtype.kind in "iu" else n_sites.astype(np.int64)
+
+
 def _iso_codes(country_iso) -> np.ndarray:
     """Countries as uint16 codes (:func:`segment1b.keys.iso_u16`), from codes or two-letter strings."""
     codes = np.asarray(country_iso)
@@ -207,22 +247,28 @@ def _iso_codes(country_iso) -> np.ndarray:
     return iso_u16(pa.array(codes.astype(str), pa.string()))
 
 
-def _pair_groups(iso16: np.ndarray, part_of_pair: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
-    """Positions of each (country, part) group's pairs, in their original (merchant) order.
+def _group_sites(iso16: np.ndarray, n_sites: np.ndarray, spans: list[tuple[int, int]]) -> dict[tuple[str, int], int]:
+    """Sites of each (country, part) group, in (part, ISO) order."""
+    out: dict[tuple[str, int], int] = {}
+    for part, (a, b) in enumerate(spans):
+        for iso, idx in _country_groups(iso16[a:b]):
+            out[(iso, part)] = int(n_sites[a:b][idx].sum(dtype=np.int64))
+    return out
 
-    One stable sort of integer keys: no Python object per pair, so the client plans millions of pairs
-    (x1000: ~18 M) in a few hundred MB (issue 17; the pandas groupby over ISO strings it replaces held
-    ~80 B a pair).  ISO codes sort as their strings, so groups come in (ISO, part) order.
+
+def _country_groups(iso16: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Each country of a part's pairs with the positions of its pairs, in ISO order, merchant order within.
+
+    One stable sort of the part's uint16 codes (ISO codes sort as their strings): planning works part by
+    part, so its temporaries are a part's, not the run's (issue 17: x1000 has 18 M pairs).
     """
     if iso16.size == 0:
-        return {}
-    key = part_of_pair.astype(np.int64) | (iso16.astype(np.int64) << 40)
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        return []
+    order = np.argsort(iso16, kind="stable")
+    codes = iso16[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], len(order)]
-    return {(iso_of(int(sorted_key[a] >> 40)), int(sorted_key[a] & ((1 << 40) - 1))): order[a:b]
-            for a, b in zip(starts, ends)}
+    return [(iso_of(int(codes[a])), order[a:b]) for a, b in zip(starts, ends)]
 
 
 def _split_by_sites(idx: np.ndarray, n_sites: np.ndarray, target: int) -> list[np.ndarray]:
@@ -232,10 +278,48 @@ def _split_by_sites(idx: np.ndarray, n_sites: np.ndarray, target: int) -> list[n
     stays whole.
     """
     sites = n_sites[idx]
-    total = int(sites.sum())
+    total = int(sites.sum(dtype=np.int64))
     if total <= target:
         return [idx]
-    before = np.cumsum(sites) - sites  # sites of the group before each pair
+    before = np.cumsum(sites, dtype=np.int64) - sites  # sites of the group before each pair
     piece = before // target
     cuts = np.flatnonzero(np.diff(piece)) + 1
     return np.split(idx, cuts)
+
+
+@dataclass(frozen=True)
+class CountryPairs:
+    """Pairs ordered by (country, merchant), so that the pairs of any :class:`Segment` are one slice.
+
+    What a unit task selects its segments from: its part's pairs, read once for all the part's units.
+    """
+
+    country: np.ndarray  # uint16 codes, ascending
+    merchant_id: np.ndarray  # uint64, ascending within a country
+    n_sites: np.ndarray
+
+    @classmethod
+    def of(cls, merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray) -> CountryPairs:
+        """From merchant-major pairs (countries as ISO strings or uint16 codes)."""
+        codes = _iso_codes(country_iso)
+        order = np.argsort(codes, kind="stable")
+        return cls(codes[order], np.asarray(merchant_id, dtype=np.uint64)[order], _counts(n_sites)[order])
+
+    def select(self, segment: Segment) -> tuple[np.ndarray, np.ndarray]:
+        """The segment's ``(merchant_id, n_sites)`` (uint64, int64), merchant ascending.
+
+        Raises
+        ------
+        ValueError
+            When the pairs found are not those the segment was planned with (other requirements).
+        """
+        code = np.uint16(iso_code(segment.country_iso))
+        a, b = int(np.searchsorted(self.country, code, "left")), int(np.searchsorted(self.country, code, "right"))
+        merchants = self.merchant_id[a:b]
+        i = a + int(np.searchsorted(merchants, np.uint64(segment.merchant_lo), "left"))
+        j = a + int(np.searchsorted(merchants, np.uint64(segment.merchant_hi), "right"))
+        merchant_id, n_sites = self.merchant_id[i:j], self.n_sites[i:j].astype(np.int64)
+        if len(merchant_id) != segment.pairs or int(n_sites.sum()) != segment.sites:
+            raise ValueError(f"{segment}: found {len(merchant_id)} pairs of {int(n_sites.sum())} sites; the "
+                             "requirements differ from those the unit was planned with")
+        return merchant_id, n_sites

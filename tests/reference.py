@@ -134,3 +134,80 @@ def _ids(table, iso: str) -> np.ndarray:
     if table is None:
         return np.zeros(0, dtype=np.uint64)
     return table.filter(pc.equal(table.column("country_iso"), iso)).column("tile_id").to_numpy()
+
+
+def parts_reference(pairs: list[tuple[int, str, int]], target: int) -> list[tuple[int, int, int, int]]:
+    """Parts (merchant_lo, merchant_hi, pairs, sites) of merchant-sorted pairs: a part closes with the
+    merchant that brings it to ``target`` sites or more (:func:`jobs.units.plan_parts`)."""
+    merchants: dict[int, list[int]] = {}
+    for m, _, n in pairs:
+        merchants.setdefault(m, []).append(n)
+    parts, current = [], []
+    for m, sites in merchants.items():
+        current.append((m, sites))
+        if sum(sum(s) for _, s in current) >= target:
+            parts.append(current)
+            current = []
+    if current:
+        parts.append(current)
+    return [(p[0][0], p[-1][0], sum(len(s) for _, s in p), sum(sum(s) for _, s in p)) for p in parts]
+
+
+def units_reference(pairs: list[tuple[int, str, int]], part_his: list[int], *, max_unit_sites: int = 250_000,
+                    min_unit_sites: int = 2_000, skew: float = 4.0, workers: int = 1, named: int = 10,
+                    named_share: float = 0.01, per_worker: int = 16) -> list[tuple]:
+    """The units of merchant-sorted ``pairs`` as :func:`jobs.units.plan_units` planned them when units held
+    their pairs (before issue 17), with plain lists: ``(label, part, chunk, ((iso, merchants, n_sites), ...))``
+    in plan order (largest cost first).  ``part_his``: each part's last merchant."""
+    groups: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for m, iso, n in pairs:
+        part = next(i for i, hi in enumerate(part_his) if m <= hi)
+        groups.setdefault((iso, part), []).append((m, n))
+    if not groups:
+        return []
+    sites_of = {key: sum(n for _, n in g) for key, g in groups.items()}
+    by_country: dict[str, int] = {}
+    for (iso, _), s in sites_of.items():
+        by_country[iso] = by_country.get(iso, 0) + s
+    total = sum(by_country.values())
+    own = set(sorted((c for c in by_country if by_country[c] >= named_share * total),
+                     key=lambda c: (-by_country[c], c))[:named])
+    target = int(min(max_unit_sites, max(min_unit_sites, skew * float(np.median(list(sites_of.values()))),
+                                         total / (per_worker * workers))))
+    units, chunks = [], {}
+
+    def add(label, part, segments):
+        chunks[label] = chunks.get(label, -1) + 1
+        units.append((label, part, chunks[label], tuple(segments)))
+
+    def segment(iso, rows):
+        return iso, tuple(m for m, _ in rows), tuple(n for _, n in rows)
+
+    for part in sorted({p for _, p in groups}):
+        pack = []
+        for iso in sorted(c for c, p in groups if p == part):
+            rows = groups[(iso, part)]
+            if sites_of[(iso, part)] * 4 >= target or iso in own:
+                pieces: dict[int, list] = {}
+                before = 0
+                for m, n in rows:  # a piece closes after the pair that reaches the target
+                    pieces.setdefault(before // target if sites_of[(iso, part)] > target else 0, []).append((m, n))
+                    before += n
+                for piece in pieces.values():
+                    add(iso, part, [segment(iso, piece)])
+                continue
+            if sum(sum(s[2]) for s in pack) + sites_of[(iso, part)] > target:
+                if pack:
+                    add(SMALL if len(pack) > 1 else pack[0][0], part, pack)
+                pack = []
+            pack.append(segment(iso, rows))
+        if pack:
+            add(SMALL if len(pack) > 1 else pack[0][0], part, pack)
+
+    def cost(u):
+        return sum(sum(s[2]) for s in u[3]) + 4 * sum(len(s[1]) for s in u[3])
+
+    return sorted(units, key=lambda u: (-cost(u), u[0], u[2]))
+
+
+SMALL = "small"

@@ -17,7 +17,6 @@ from pathlib import Path
 import dask
 import dask_geopandas
 import geopandas
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +27,7 @@ import runs
 from jobs import frame_parts
 from jobs.frames import (LAYERS, Streams, Surfaces, UnitSizing, allocate, assign, assign_events, jitter,
                          jitter_events, place, read_requirements, unit_table)
-from jobs.units import plan_parts, plan_units
+from jobs.units import CountryPairs, plan_parts, plan_units
 from segment1b import rng_events
 from segment1b.contracts import path_for
 from segment1b.errors import InputError
@@ -145,9 +144,9 @@ def test_partitions_are_the_units_the_cli_plans(published):
     labels = Counter(table["label"])
     assert labels["small"] >= 1 and max(c for lab, c in labels.items() if lab != "small") > 1  # packed and split
     parts = dask.compute(*requirements.to_delayed())
+    every_pair = CountryPairs.of(m, iso, n)
     for unit, part in zip(units, parts):
-        pairs = sorted(zip(np.concatenate([s.merchant_id for s in unit.segments]).tolist(),
-                           [s.country_iso for s in unit.segments for _ in s.merchant_id]))
+        pairs = sorted((int(merchant), s.country_iso) for s in unit.segments for merchant in every_pair.select(s)[0])
         assert sorted(zip(part["merchant_id"].tolist(), part["legal_country_iso"].tolist())) == pairs
         assert int(part["n_sites"].sum()) == unit.sites
     # a step maps partition i to partition i, so the table describes every collection built on it

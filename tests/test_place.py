@@ -270,3 +270,75 @@ def test_logs_replay_event_for_event(placed, placed_plain, form):
     s6 = read(storage, "s6_site_jitter", **ident.tokens)
     for col in ("merchant_id", "site_order", "tile_id", "delta_lat_deg", "delta_lon_deg"):
         assert accepted[col].to_pylist() == s6[col].to_pylist()
+
+
+class _RecordingClient:
+    """What S4-S6 planning and submission ask of a client (two workers), recording tasks instead of running."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def run(self, fn):
+        return {"a": (4 * 2**30, 1, 0.8), "b": (4 * 2**30, 1, 0.8)}
+
+    def scheduler_info(self, **_):
+        return {"workers": {"a": {}, "b": {}}}
+
+    def map(self, fn, *iterables, key, priority, **kwargs):
+        self.tasks += [(fn, args, k) for args, k in zip(zip(*iterables), key)]
+        return list(key)
+
+
+def _holds_array(obj) -> bool:
+    """Whether a NumPy array is reachable from ``obj`` (through containers, dataclasses, instances)."""
+    import gc
+    import types
+
+    seen, todo = set(), [obj]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, (type, types.ModuleType, types.FunctionType)):
+            continue
+        seen.add(id(o))
+        if isinstance(o, np.ndarray):
+            return True
+        todo.extend(gc.get_referents(o))
+    return False
+
+
+def test_the_plan_and_the_unit_tasks_hold_no_pair_and_each_unit_takes_its_pairs_from_its_part(tmp_path):
+    """Issue 17: at x1000 the units' pair arrays were ~280 MB of task arguments, held by the client (and the
+    in-process scheduler) until the end.  Now the plan holds descriptions; a unit task reads its part's pairs
+    from s3_requirements (once per worker and part) and selects its own: every pair is placed once."""
+    import io
+
+    from jobs import place
+    from jobs.place_tasks import place_unit
+    from jobs.requirement_pairs import part_pairs
+    from jobs.units import Segment
+
+    assert _holds_array({"x": [Segment("FR", 1, 2, 2, 3, 2), np.zeros(1)]})  # the check sees arrays in there
+    storage = Storage(str(tmp_path))
+    ident = world.build(storage, PAIRS)
+    states = place.STATES
+    attempt = place.Attempt(states, {s: path_for(place.DATASET_OF[s], **ident.tokens) for s in states}, {},
+                            list(states), {s: {"data": None, "events": None} for s in states}, "control/none/", 0)
+    client = _RecordingClient()
+    work = place._plan_work(storage, client, ident, attempt, PlaceConfig(part_sites=400, min_unit_sites=50),
+                            io.StringIO())
+    assert len(work.parts) > 2 and len(work.live_units) > len(work.parts) and not _holds_array(work)
+    prefixes = {c: f"prefix-{c}" for u in work.live_units for c in u.countries}
+    place._submit_units(storage, client, ident, world.GRID, world.countries_sha256(), "s6", work, prefixes, "tok",
+                        {}, {})
+    assert {fn for fn, _, _ in client.tasks} == {place_unit} and len(client.tasks) == len(work.live_units)
+    placed = {}
+    for fn, args, key in client.tasks:
+        unit_prefixes, part, segments = args
+        assert not _holds_array(args) and unit_prefixes == [f"prefix-{s.country_iso}" for s in segments]
+        assert all(part.merchant_lo <= s.merchant_lo <= s.merchant_hi <= part.merchant_hi for s in segments)
+        for seg in segments:
+            merchant_id, n_sites = part_pairs(storage, part).select(seg)
+            for m, n in zip(merchant_id.tolist(), n_sites.tolist()):
+                assert (m, seg.country_iso) not in placed
+                placed[(m, seg.country_iso)] = n
+    assert placed == {(m, iso): n for m, iso, n in PAIRS}

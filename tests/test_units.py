@@ -1,7 +1,20 @@
+import dataclasses
+import os
+import pickle
+
 import numpy as np
+import pyarrow as pa
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from jobs.units import SMALL_LABEL, plan_parts, plan_units
+from jobs import requirement_pairs
+from jobs.parts import CatalogueIndex
+from jobs.requirement_pairs import part_pairs, part_reads, read_pairs, read_pairs_range
+from jobs.units import SMALL_LABEL, CountryPairs, Segment, plan_parts, plan_units
+from reference import parts_reference, units_reference
+from segment1b.contracts import dataset, path_for
+from segment1b.keys import iso_strings, iso_u16
+from segment1b.storage import Storage, part_name, write_parquet_bytes
 
 
 def pairs_strategy():
@@ -15,11 +28,21 @@ def arrays(pairs):
             np.array([p[2] for p in pairs], np.int64))
 
 
+def expand(units, m, iso, n) -> list[tuple]:
+    """Units as the reference plans them, each segment's pairs taken from the pairs by its description."""
+    pairs = CountryPairs.of(m, iso, n)
+    return [(u.label, u.part, u.chunk, tuple((s.country_iso, *(tuple(a.tolist()) for a in pairs.select(s)))
+                                             for s in u.segments)) for u in units]
+
+
 @settings(max_examples=200, deadline=None)
 @given(pairs_strategy(), st.integers(1, 2000))
 def test_parts_cover_every_pair_once_and_cut_between_merchants(pairs, target):
     m, _, n = arrays(pairs)
     parts = plan_parts(m, n, target)
+    assert [(p.merchant_lo, p.merchant_hi, p.pairs, p.sites) for p in parts] == \
+        parts_reference(sorted((int(a), b, int(c)) for a, b, c in zip(*arrays(pairs))), target)
+    assert plan_parts(m, n.astype(np.uint16), target) == plan_parts(m, n.astype(np.int32), target) == parts
     assert sum(p.pairs for p in parts) == len(m) and sum(p.sites for p in parts) == int(n.sum())
     for a, b in zip(parts, parts[1:]):
         assert a.merchant_hi < b.merchant_lo
@@ -33,7 +56,8 @@ def test_units_partition_the_pairs_and_respect_the_bound(pairs, target, max_unit
     m, iso, n = arrays(pairs)
     parts = plan_parts(m, n, target)
     units = plan_units(m, iso, n, parts, max_unit_sites=max_unit, min_unit_sites=min(min_unit, max_unit))
-    seen = sorted((int(mm), seg.country_iso) for u in units for seg in u.segments for mm in seg.merchant_id)
+    pairs = CountryPairs.of(m, iso, n)
+    seen = sorted((int(mm), seg.country_iso) for u in units for seg in u.segments for mm in pairs.select(seg)[0])
     assert seen == sorted((int(a), str(b)) for a, b in zip(m, iso))
     costs = [u.cost for u in units]
     assert costs == sorted(costs, reverse=True)  # largest first
@@ -42,10 +66,13 @@ def test_units_partition_the_pairs_and_respect_the_bound(pairs, target, max_unit
         assert u.countries == tuple(sorted(set(u.countries)))  # one segment per country, ISO order
         assert (u.label == SMALL_LABEL) == (len(u.segments) > 1)
         for seg in u.segments:
-            assert p.merchant_lo <= int(seg.merchant_id.min()) and int(seg.merchant_id.max()) <= p.merchant_hi
-            assert np.all(np.diff(seg.merchant_id.astype(np.float64)) > 0)
+            merchants, sites = pairs.select(seg)
+            assert p.merchant_lo <= seg.merchant_lo == int(merchants[0]) <= int(merchants[-1]) == seg.merchant_hi \
+                <= p.merchant_hi
+            assert np.all(np.diff(merchants.astype(np.float64)) > 0)
+            assert (seg.pairs, seg.sites, seg.max_n_sites) == (len(sites), int(sites.sum()), int(sites.max()))
         if u.pairs > 1:  # a unit above the bound is a single big pair
-            assert u.sites - int(u.segments[-1].n_sites[-1]) < max_unit
+            assert u.sites - int(pairs.select(u.segments[-1])[1][-1]) < max_unit
     chunks = {}
     for u in units:
         chunks.setdefault(u.label, []).append(u.chunk)
@@ -135,3 +162,147 @@ def test_only_countries_with_a_share_of_the_run_are_named():
     # US (98 % of the sites) has its own unit in each part it is in; 3 sites of 10 192 are no long tail
     assert {u.label for u in units} == {"US", SMALL_LABEL}
     assert len({u.part for u in units if u.label == "US"}) == len(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 17: units describe their pairs; a part's task reads them from s3_requirements
+
+def reference_of(m, iso, n, parts, **sizing):
+    pairs = [(int(a), str(b), int(c)) for a, b, c in zip(m, iso, n)]
+    return units_reference(pairs, [p.merchant_hi for p in parts], **sizing)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs_strategy(), st.integers(1, 2000), st.integers(1, 500), st.integers(1, 400), st.integers(1, 8),
+       st.integers(0, 4))
+def test_units_are_the_pairs_the_planning_with_arrays_grouped(pairs, target, max_unit, min_unit, workers, named):
+    m, iso, n = arrays(pairs)
+    parts = plan_parts(m, n, target)
+    sizing = dict(max_unit_sites=max_unit, min_unit_sites=min(min_unit, max_unit), workers=workers, named=named)
+    units = plan_units(m, iso, n, parts, **sizing)
+    assert expand(units, m, iso, n) == reference_of(m, iso, n, parts, **sizing)
+    # the planning reader's narrower n_sites and uint16 countries plan the same units
+    for narrow in (np.uint16, np.int32):
+        assert plan_units(m, iso_u16(pa.array(iso)), n.astype(narrow), parts, **sizing) == units
+
+
+@pytest.mark.parametrize("case", ["skewed", "tiny countries", "long tail"])
+def test_units_of_the_fixtures_are_those_of_the_planning_with_arrays(case):
+    if case == "skewed":
+        m, iso, n, parts = skewed_run()
+    else:
+        m, iso, n = _tiny_countries_and_us()
+        parts = plan_parts(m, n, 2000 if case == "tiny countries" else 10**9)
+    sizing = dict(min_unit_sites=100, workers=2) if case != "long tail" else dict(min_unit_sites=100, workers=100)
+    units = plan_units(m, iso, n, parts, **sizing)
+    assert expand(units, m, iso, n) == reference_of(m, iso, n, parts, **sizing)
+
+
+def test_units_hold_no_pair_arrays():
+    """A unit is a small description whatever its size: at x1000 the per-pair arrays of the units were
+    ~280 MB of task arguments, held by the client and the scheduler (issue 17)."""
+    m, iso, n, parts = skewed_run(parts=4, part_sites=5000)
+    units = plan_units(m, iso, n, parts, workers=2)
+    for field in dataclasses.fields(Segment):
+        assert field.type in ("str", "int"), field
+    assert all(isinstance(getattr(s, f.name), (str, int)) for u in units for s in u.segments
+               for f in dataclasses.fields(s))
+    assert len(pickle.dumps(units)) < 200 * sum(len(u.segments) for u in units)
+
+
+def publish_requirements(storage, m, iso, n, *, rows_per_file: int, row_group_rows: int) -> str:
+    """An s3_requirements partition of several part files of small row groups (written as S3 writes it)."""
+    from jobs.s3 import ENCODINGS
+
+    rel = path_for("s3_requirements", seed=1, manifest_fingerprint="a" * 64, parameter_hash="b" * 64)
+    table = pa.table({"merchant_id": pa.array(m, pa.uint64()), "legal_country_iso": pa.array(np.asarray(iso, str)),
+                      "n_sites": pa.array(n, pa.int64())})
+    staging = storage.staging_path(rel, "test")
+    files = [storage.write_part(staging, part_name(i), write_parquet_bytes(
+        table.slice(a, rows_per_file), dataset("s3_requirements"), row_group_rows=row_group_rows,
+        encodings=ENCODINGS)) for i, a in enumerate(range(0, len(m), rows_per_file))]
+    storage.publish(staging, rel, "s3_requirements", expected=files)
+    return rel
+
+
+def test_unit_tasks_take_their_pairs_from_their_parts_in_the_published_requirements(tmp_path, monkeypatch):
+    """What `segment1b run` does: plan from the compact pairs, then a worker reads a part's row groups once
+    for the part's units, which select their segments; the units hold what the planning with arrays
+    grouped."""
+    m, iso, n, parts = skewed_run(parts=6, part_sites=1000)
+    n = n + (m % 3).astype(np.int64)  # pairs of 1-3 sites
+    storage = Storage(str(tmp_path))
+    rel = publish_requirements(storage, m, iso, n, rows_per_file=1700, row_group_rows=300)
+    pairs = read_pairs(storage, rel)
+    assert pairs.n_sites.dtype == np.uint16 and pairs.country.dtype == np.uint16
+    assert pairs.merchant_id.tolist() == m.tolist() and pairs.n_sites.tolist() == n.tolist()
+    assert iso_strings(pairs.country).to_pylist() == iso.tolist()
+    parts = plan_parts(pairs.merchant_id, pairs.n_sites, 1000)
+    units = plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, min_unit_sites=100, workers=2)
+    reads = part_reads(storage, rel, parts)
+    calls = []
+    monkeypatch.setattr(requirement_pairs, "read_pairs_range", lambda *a: calls.append(a) or read_pairs_range(*a))
+    got = []
+    for p in parts:
+        refs = reads[p.index].refs
+        assert 1 <= len(refs) <= 2 and sum(len(r.row_groups) for r in refs) <= 5  # the part's row groups only
+        for u in units:
+            if u.part == p.index:
+                read = part_pairs(storage, reads[p.index])
+                got.append((u.label, u.part, u.chunk, tuple((s.country_iso, *(tuple(a.tolist()) for a in read.select(s)))
+                                                            for s in u.segments)))
+    assert len(calls) == len(parts) < len(units)  # one read per part, whatever its units
+    want = reference_of(m, iso, n, parts, min_unit_sites=100, workers=2)
+    assert sorted(got, key=lambda u: (u[0], u[2])) == sorted(want, key=lambda u: (u[0], u[2]))
+    assert plan_parts(m, n, 1000) == parts and plan_units(m, iso, n, parts, min_unit_sites=100, workers=2) == units
+
+
+@pytest.mark.parametrize("big, dtype", [(65_535, np.uint16), (65_536, np.int32), (2**31 - 1, np.int32),
+                                        (2**31, np.int64), (2**33, np.int64)])
+def test_n_sites_are_read_in_the_narrowest_width_that_holds_them(tmp_path, big, dtype):
+    m = np.arange(1, 7, dtype=np.uint64)
+    n = np.array([1, 2, 3, big, 5, 6], np.int64)
+    storage = Storage(str(tmp_path))
+    rel = publish_requirements(storage, m, np.array(["DE", "FR"] * 3), n, rows_per_file=4, row_group_rows=2)
+    pairs = read_pairs(storage, rel)
+    assert pairs.n_sites.dtype == dtype and pairs.n_sites.tolist() == n.tolist()
+    parts = plan_parts(pairs.merchant_id, pairs.n_sites, 4)
+    assert parts == plan_parts(m, n, 4) and [p.sites for p in parts] == [6, big, 5, 6]
+    assert plan_units(m, pairs.country, pairs.n_sites, parts) == plan_units(m, np.array(["DE", "FR"] * 3), n, parts)
+
+
+def test_a_wide_pair_is_read_whole_and_a_wrong_part_is_refused(tmp_path):
+    m = np.arange(1, 7, dtype=np.uint64)
+    iso = np.array(["DE", "FR"] * 3)
+    n = np.array([1, 2, 3, 2**33, 5, 6], np.int64)
+    storage = Storage(str(tmp_path))
+    rel = publish_requirements(storage, m, iso, n, rows_per_file=4, row_group_rows=2)
+    (unit,) = [u for u in plan_units(m, iso, n, plan_parts(m, n, 10**12), max_unit_sites=10**12, min_unit_sites=10**11)
+               if "FR" in u.countries]
+    index = CatalogueIndex(storage, rel, "s3_requirements")
+    assert read_pairs_range(storage, index.refs(3, 4), 3, 4).merchant_id.tolist() == [3, 4]
+    fr = unit.segments[unit.countries.index("FR")]
+    assert fr.max_n_sites == 2**33
+    assert CountryPairs.of(*read_pairs_range(storage, index.refs(1, 6), 1, 6)).select(fr)[1].tolist() == [2, 2**33, 6]
+    with pytest.raises(ValueError, match="requirements differ"):
+        CountryPairs.of(*read_pairs_range(storage, index.refs(1, 4), 1, 4)).select(fr)  # merchant 6 is not read
+
+
+def test_a_worker_reads_a_part_again_when_its_files_changed(tmp_path, monkeypatch):
+    m, iso, n = np.arange(1, 7, dtype=np.uint64), np.array(["DE", "FR"] * 3), np.arange(1, 7)
+    storage = Storage(str(tmp_path))
+    rel = publish_requirements(storage, m, iso, n, rows_per_file=6, row_group_rows=2)
+    parts = plan_parts(m, n, 10)
+    read = part_reads(storage, rel, parts)[0]
+    calls = []
+    monkeypatch.setattr(requirement_pairs, "read_pairs_range", lambda *a: calls.append(a) or read_pairs_range(*a))
+    first = part_pairs(storage, read)
+    assert part_pairs(storage, read) is first and len(calls) == 1
+    # the part file written again (another run's requirements on this root): other stamps, read again
+    path = storage.abspath(read.refs[0].path)
+    data = open(path, "rb").read()
+    os.remove(path)
+    open(path, "wb").write(data)
+    os.utime(path, ns=(1, 1))
+    again = part_reads(storage, rel, parts)[0]
+    assert again != read and part_pairs(storage, again) is not first and len(calls) == 2
