@@ -34,9 +34,9 @@ from segment1b.storage import Storage
 
 from .frame_parts import REQUIREMENTS_META, iso_array
 from .parts import CatalogueIndex
-from .requirement_pairs import Pairs, read_pairs, read_pairs_range
+from .requirement_pairs import read_pairs, read_pairs_range
 from .tiles import RowGroupRef
-from .units import DEFAULT_PART_SITES, Unit, plan_parts, plan_units
+from .units import DEFAULT_PART_SITES, plan_layout
 
 __all__ = ["UnitSizing", "RequirementsSource", "UnitRead", "RequirementUnits", "plan_reads", "read_unit",
            "unit_table"]
@@ -133,19 +133,15 @@ def plan_reads(source: RequirementsSource) -> tuple[UnitRead, ...]:
                          dataset=DATASET, path=storage.url(source.rel),
                          hint="run S3 first (`segment1b run --through s3`) or check the identity tokens")
     index = CatalogueIndex(storage, source.rel, DATASET)
-    units = _plan_units(read_pairs(storage, source.rel), source.sizing)
+    pairs, sizing = read_pairs(storage, source.rel), source.sizing
+    _, units = plan_layout(pairs.merchant_id, pairs.country, pairs.n_sites, part_sites=sizing.part_sites,
+                           max_unit_sites=sizing.max_unit_sites, min_unit_sites=sizing.min_unit_sites,
+                           skew=sizing.skew, workers=sizing.workers)
+    del pairs
     if not units:
         return (UnitRead("empty", 0, 0, (), 1, 0, 0, 0, ()),)
     return tuple(UnitRead(u.label, u.part, u.chunk, u.countries, u.merchant_lo, u.merchant_hi, u.pairs, u.sites,
                           tuple(index.refs(u.merchant_lo, u.merchant_hi))) for u in units)
-
-
-def _plan_units(pairs: Pairs, sizing: UnitSizing) -> list[Unit]:
-    """The CLI's units of the requirement pairs (which the caller drops once this returns)."""
-    parts = plan_parts(pairs.merchant_id, pairs.n_sites, sizing.part_sites)
-    return plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, max_unit_sites=sizing.max_unit_sites,
-                      min_unit_sites=min(sizing.min_unit_sites, sizing.max_unit_sites), skew=sizing.skew,
-                      workers=sizing.workers)
 
 
 def read_unit(storage: Storage, unit: UnitRead) -> pd.DataFrame:

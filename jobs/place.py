@@ -62,7 +62,7 @@ from .requirement_pairs import Pairs, PartRead, part_reads, read_pairs
 from .runtime import Workers, WrittenReport, gather, has_receipt, release_freed_memory, task_key, token_of, \
     write_state_report
 from .tiles import country_row_groups
-from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_parts, plan_units
+from .units import DEFAULT_PART_SITES, UNIT_BYTES_PER_SITE, Part, Unit, plan_layout
 
 __all__ = ["PlaceConfig", "run_place", "STATES", "DATASET_OF"]
 
@@ -208,8 +208,11 @@ def _plan_work(storage: Storage, client, ident: RunIdentity, attempt: Attempt, c
     are given back before the tasks are submitted (issue 17: the client also hosts the scheduler).
     """
     max_unit = min(config.max_unit_sites, _memory_bound_sites(client))
-    parts, units = _plan(_read_requirements(storage, ident), config, max_unit,
-                         len(client.scheduler_info()["workers"]))
+    pairs = _read_requirements(storage, ident)
+    parts, units = plan_layout(pairs.merchant_id, pairs.country, pairs.n_sites, part_sites=config.part_sites,
+                               max_unit_sites=max_unit, min_unit_sites=config.min_unit_sites, skew=config.skew,
+                               workers=len(client.scheduler_info()["workers"]))
+    del pairs
     release_freed_memory()
     done_parts = finished_parts(storage, attempt.progress, attempt.to_write, attempt.staging, len(parts))
     if attempt.adopted and done_parts:
@@ -218,13 +221,6 @@ def _plan_work(storage: Storage, client, ident: RunIdentity, attempt: Attempt, c
     todo_idx = {p.index for p in todo_parts}
     return Work(parts, done_parts, todo_parts, [u for u in units if u.part in todo_idx],
                 part_reads(storage, path_for("s3_requirements", **ident.tokens), todo_parts))
-
-
-def _plan(pairs: Pairs, config: PlaceConfig, max_unit: int, workers: int) -> tuple[list[Part], list[Unit]]:
-    """Parts and units of the requirement pairs (which the caller drops once this returns)."""
-    parts = plan_parts(pairs.merchant_id, pairs.n_sites, config.part_sites)
-    return parts, plan_units(pairs.merchant_id, pairs.country, pairs.n_sites, parts, max_unit_sites=max_unit,
-                             min_unit_sites=min(config.min_unit_sites, max_unit), skew=config.skew, workers=workers)
 
 
 # Tasks go in a few batched calls (client.map): submitting thousands one by one costs the client seconds of

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from segment1b.keys import iso_code, iso_of, iso_u16
 
-__all__ = ["Part", "Segment", "Unit", "CountryPairs", "plan_parts", "plan_units", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
+__all__ = ["Part", "Segment", "Unit", "CountryPairs", "plan_parts", "plan_units", "plan_layout", "UNIT_BYTES_PER_SITE", "SMALL_LABEL",
            "NAMED_COUNTRIES", "NAMED_MIN_SHARE"]
 
 SMALL_LABEL = "small"  # task-key label of a unit packing several small countries
@@ -147,6 +147,16 @@ def _pair_reaching(n_sites: np.ndarray, p0: int, target: int) -> int:
         width *= 2
 
 
+def plan_layout(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.ndarray, *, part_sites: int,
+                max_unit_sites: int, min_unit_sites: int, skew: float,
+                workers: int) -> tuple[list[Part], list[Unit]]:
+    """Parts and units of merchant-major pairs: :func:`plan_parts`, then :func:`plan_units` (a unit is never
+    smaller than the memory bound allows: ``min_unit_sites`` is capped by ``max_unit_sites``)."""
+    parts = plan_parts(merchant_id, n_sites, part_sites)
+    return parts, plan_units(merchant_id, country_iso, n_sites, parts, max_unit_sites=max_unit_sites,
+                             min_unit_sites=min(min_unit_sites, max_unit_sites), skew=skew, workers=workers)
+
+
 UNITS_PER_WORKER = 16  # enough units per worker to balance the load, few enough that task overhead stays small
 
 
@@ -182,6 +192,7 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
     units = _Units()
     for part, (a, b) in enumerate(spans):
         pack: list[Segment] = []
+        pack_sites = 0
         for iso, idx in _country_groups(iso16[a:b]):  # ISO order
             idx += a
             sites = group_sites[(iso, part)]
@@ -189,10 +200,11 @@ def plan_units(merchant_id: np.ndarray, country_iso: np.ndarray, n_sites: np.nda
                 for piece in _split_by_sites(idx, n_sites, target):
                     units.add(iso, part, [_segment(iso, piece, merchant_id, n_sites)])
                 continue
-            if sum(s.sites for s in pack) + sites > target:
+            if pack_sites + sites > target:
                 units.add_pack(pack, part)
-                pack = []
+                pack, pack_sites = [], 0
             pack.append(_segment(iso, idx, merchant_id, n_sites))
+            pack_sites += sites
         units.add_pack(pack, part)
     return sorted(units.units, key=lambda u: (-u.cost, u.label, u.chunk))
 
@@ -248,11 +260,15 @@ def _iso_codes(country_iso) -> np.ndarray:
 
 
 def _group_sites(iso16: np.ndarray, n_sites: np.ndarray, spans: list[tuple[int, int]]) -> dict[tuple[str, int], int]:
-    """Sites of each (country, part) group, in (part, ISO) order."""
+    """Sites of each (country, part) group, in (part, ISO) order: two counts per part, no sort (the sort that
+    lists a group's pairs runs once, when its units are cut)."""
     out: dict[tuple[str, int], int] = {}
     for part, (a, b) in enumerate(spans):
-        for iso, idx in _country_groups(iso16[a:b]):
-            out[(iso, part)] = int(n_sites[a:b][idx].sum(dtype=np.int64))
+        codes = iso16[a:b]
+        present = np.bincount(codes, minlength=1)
+        sites = np.bincount(codes, weights=n_sites[a:b], minlength=1)  # exact: far below 2**53 sites
+        for code in np.flatnonzero(present):  # uint16 codes sort as their ISO strings
+            out[(iso_of(int(code)), part)] = int(sites[code])
     return out
 
 
